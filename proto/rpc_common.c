@@ -1,0 +1,111 @@
+/* Byte buffers, channel arguments and status names shared by the server and
+ * client halves of the gRPC runtime. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+
+#include "rpc_internal.h"
+
+int rpc_bb_read(grpc_byte_buffer *bb, uint8_t **buf, size_t *len)
+{
+    grpc_byte_buffer_reader reader;
+    grpc_slice all;
+    size_t n;
+
+    *buf = NULL;
+    *len = 0;
+    if (bb == NULL) {
+        return 0;
+    }
+    if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+        return RPC_INVALID;
+    }
+    all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    n = GRPC_SLICE_LENGTH(all);
+    if (n > 0) {
+        *buf = malloc(n);
+        if (*buf == NULL) {
+            grpc_slice_unref(all);
+            return RPC_NOMEM;
+        }
+        memcpy(*buf, GRPC_SLICE_START_PTR(all), n);
+    }
+    *len = n;
+    grpc_slice_unref(all);
+    return 0;
+}
+
+grpc_byte_buffer *rpc_bb_from(const uint8_t *buf, size_t len)
+{
+    grpc_slice s = grpc_slice_from_copied_buffer((const char *)buf, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+
+    grpc_slice_unref(s);
+    return bb;
+}
+
+grpc_byte_buffer *rpc_bb_pack(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(len);
+    grpc_byte_buffer *bb;
+
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+void rpc_channel_args(grpc_channel_args *args, grpc_arg *slots, int max_msg)
+{
+    static char *keys[RPC_N_CHANNEL_ARGS] = {
+        GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+        GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+        GRPC_ARG_KEEPALIVE_TIME_MS,
+        GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+        GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+    };
+    int values[RPC_N_CHANNEL_ARGS] = {
+        max_msg, max_msg, 30000, 10000, 10000, 1,
+    };
+
+    for (int i = 0; i < RPC_N_CHANNEL_ARGS; i++) {
+        slots[i].type = GRPC_ARG_INTEGER;
+        slots[i].key = keys[i];
+        slots[i].value.integer = values[i];
+    }
+    args->num_args = RPC_N_CHANNEL_ARGS;
+    args->args = slots;
+}
+
+const char *rpc_status_name(grpc_status_code status)
+{
+    static const char *names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if ((int)status < 0 || (size_t)status >= sizeof names / sizeof names[0]) {
+        return "UNKNOWN";
+    }
+    return names[status];
+}
