@@ -1,0 +1,138 @@
+/* storage: the LMDB environment of one node and the deterministic state
+ * machine that applies replicated commands to it.
+ *
+ * Contract:
+ * - One environment per node, in one directory. Named databases (keys are
+ *   big-endian so that cursors iterate in order): meta, cases, case_events,
+ *   idx_state, idx_dept, idx_grid, idx_category, idx_reported, sessions.
+ * - store_apply_batch() applies one Raft entry (a packed CommandBatch) in one
+ *   write transaction that also records the entry's index. It reads only the
+ *   batch and the database: no clock, no randomness. Business errors (illegal
+ *   transition, wrong role, unknown case) become CommandResults; only an
+ *   environment failure (disk full, corrupt file) makes it return non-zero, and
+ *   then nothing of the batch is stored.
+ * - Entries whose index is <= the stored applied index are skipped, so a
+ *   restart that replays the Raft log applies nothing twice.
+ *
+ * Threads: one thread (the Raft loop) calls the write functions
+ * (store_apply_batch, store_restore). Read functions may be called from any
+ * thread at any time; each uses its own short read transaction (MDB_NOTLS).
+ */
+#ifndef CITYOPS_STORE_H
+#define CITYOPS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cityops/v1/case.pb-c.h"
+#include "cityops/v1/cases.pb-c.h"
+#include "cityops/v1/command.pb-c.h"
+
+/* Error codes: storage owns -1000..-1999. */
+enum {
+    STORE_NOMEM = -1001,    /* allocation failed */
+    STORE_IOERR = -1002,    /* LMDB or file system error */
+    STORE_FULL = -1003,     /* LMDB map or disk full */
+    STORE_CORRUPT = -1004,  /* stored bytes do not decode */
+    STORE_NOTFOUND = -1005, /* no such record */
+    STORE_INVALID = -1006,  /* bad argument (batch that does not decode...) */
+    STORE_BUSY = -1007,     /* data directory locked by another process */
+};
+
+#define STORE_ERRMSG_SIZE 256
+#define STORE_DIGEST_SIZE 32
+
+/* Limits enforced on every command (apply refuses larger fields). */
+#define STORE_MAX_DESCRIPTION 4000
+#define STORE_MAX_TEXT 1000 /* reasons, notes, addresses */
+#define STORE_MAX_ID 128    /* actor, department, client ids */
+#define STORE_MAX_ATTACHMENTS 32
+
+struct store;
+
+struct store_options {
+    size_t map_size; /* LMDB map size in bytes; 0 = 1 GiB */
+};
+
+/* Open (creating if needed) the environment in directory @dir, which must
+ * exist. On success *out is owned by the caller: release with store_close(). */
+int store_open(const char *dir,
+               const struct store_options *opts,
+               struct store **out);
+void store_close(struct store *s);
+
+/* Detail of the last error on this handle (loop thread) or a static string. */
+const char *store_errmsg(const struct store *s);
+const char *store_strerror(int rv);
+
+/* Highest Raft index whose effects are stored. */
+uint64_t store_applied_index(struct store *s);
+/* Leader time of the last applied command (UTC us): the floor for the next. */
+int64_t store_last_time(struct store *s);
+
+/* Results of one store_apply_batch() call. results[i] is the result of the
+ * batch's i-th command; each is owned by this struct. */
+struct store_results {
+    size_t n;
+    Cityops__V1__CommandResult **results;
+    int skipped; /* 1 if the entry was at or below the applied index */
+};
+void store_results_free(struct store_results *r);
+
+/* Apply the packed CommandBatch @buf at Raft index @index. On success fills
+ * *out (caller frees with store_results_free). A batch that does not decode
+ * is still recorded as applied (every node sees the same bytes) and yields
+ * STORE_INVALID-free empty results with skipped = 0. Returns STORE_FULL or
+ * STORE_IOERR if the transaction could not commit: nothing was stored. */
+int store_apply_batch(struct store *s,
+                      uint64_t index,
+                      const void *buf,
+                      size_t len,
+                      struct store_results *out);
+
+/* Reads. Returned messages are malloc'd by protobuf-c: the caller frees them
+ * with the matching __free_unpacked(msg, NULL). *applied (if not NULL) gets
+ * the applied index seen by the read transaction. */
+int store_case_get(struct store *s,
+                   uint64_t case_id,
+                   Cityops__V1__Case **out,
+                   uint64_t *applied);
+
+/* List cases matching @req's filters, in case id order, starting after the
+ * page token. Fills *out (caller frees with
+ * cityops__v1__list_response__free_unpacked). */
+int store_case_list(struct store *s,
+                    const Cityops__V1__ListRequest *req,
+                    Cityops__V1__ListResponse **out);
+
+int store_case_history(struct store *s,
+                       uint64_t case_id,
+                       Cityops__V1__HistoryResponse **out);
+
+uint64_t store_case_count(struct store *s);
+
+/* SHA-256 over every replicated key and value (excluding nothing that apply
+ * writes): equal digests mean equal state. */
+int store_digest(struct store *s,
+                 uint8_t out[STORE_DIGEST_SIZE],
+                 uint64_t *applied);
+
+/* Snapshot: a consistent compact copy of the environment, prefixed by a
+ * header (magic, version, applied index). On success *buf is malloc'd and the
+ * caller frees it. */
+int store_snapshot(struct store *s, void **buf, size_t *len);
+
+/* Applied index recorded in a snapshot's header, or STORE_CORRUPT. */
+int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
+
+/* Replace the environment with the snapshot's content, atomically (a new
+ * file is written beside the old one and renamed over it). If the local
+ * applied index is already >= the snapshot's, the local state is kept and
+ * *replaced is 0. Loop thread only; no read may be in flight on another
+ * thread's behalf across this call (readers retry on STORE_BUSY). */
+int store_restore(struct store *s,
+                  const void *buf,
+                  size_t len,
+                  int *replaced);
+
+#endif /* CITYOPS_STORE_H */
