@@ -1,0 +1,235 @@
+/* Node configuration: one INI file per node (libinih).
+ *
+ *   [node]     id, name, data_dir, grpc_address, raft_address, log_level
+ *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
+ *              snapshot_threshold, snapshot_trailing, max_batch
+ *   [storage]  map_size_mb
+ *   [server]   write_wait_ms
+ *   [cluster]  member = ID RAFT_ADDRESS GRPC_ADDRESS [voter|standby|spare]
+ *              (one line per member, this node included)
+ */
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+
+struct parse {
+    struct node_config *cfg;
+    char *err;
+    size_t err_size;
+    int failed;
+};
+
+static int parse_uint(const char *value, unsigned long long max,
+                      unsigned long long *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    if (value[0] == '\0' || value[0] == '-') {
+        return -1;
+    }
+    v = strtoull(value, &end, 10);
+    if (errno != 0 || *end != '\0' || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t size, const char *value)
+{
+    if (strlen(value) >= size) {
+        return -1;
+    }
+    strcpy(dst, value);
+    return 0;
+}
+
+static int parse_member(struct node_config *cfg, const char *value)
+{
+    struct node_member *m;
+    char role[16] = "voter";
+    unsigned long long id;
+    char id_s[24];
+    int n;
+
+    if (cfg->n_members >= CONS_MAX_MEMBERS) {
+        return -1;
+    }
+    m = &cfg->members[cfg->n_members];
+    n = sscanf(value, "%23s %63s %63s %15s", id_s, m->raft_address,
+               m->grpc_address, role);
+    if (n < 3 || parse_uint(id_s, UINT64_MAX, &id) != 0 || id == 0) {
+        return -1;
+    }
+    m->id = id;
+    if (strcmp(role, "voter") == 0) {
+        m->role = CONS_VOTER;
+    } else if (strcmp(role, "standby") == 0) {
+        m->role = CONS_STANDBY;
+    } else if (strcmp(role, "spare") == 0) {
+        m->role = CONS_SPARE;
+    } else {
+        return -1;
+    }
+    cfg->n_members++;
+    return 0;
+}
+
+static int set_profile(struct node_config *cfg, const char *value)
+{
+    if (strcmp(value, "lan") == 0) {
+        cfg->heartbeat_ms = 100;
+        cfg->election_ms = 1000;
+    } else if (strcmp(value, "multi-dc") == 0) {
+        cfg->heartbeat_ms = 400;
+        cfg->election_ms = 4000;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static int handle(void *user, const char *section, const char *key,
+                  const char *value)
+{
+    struct parse *p = user;
+    struct node_config *cfg = p->cfg;
+    unsigned long long v = 0;
+    int bad = 0;
+
+#define IS(s, k) (strcmp(section, s) == 0 && strcmp(key, k) == 0)
+    if (IS("node", "id")) {
+        bad = parse_uint(value, UINT64_MAX, &v) != 0 || v == 0;
+        cfg->id = v;
+    } else if (IS("node", "name")) {
+        bad = copy_str(cfg->name, sizeof cfg->name, value);
+    } else if (IS("node", "data_dir")) {
+        bad = copy_str(cfg->data_dir, sizeof cfg->data_dir, value);
+    } else if (IS("node", "grpc_address")) {
+        bad = copy_str(cfg->grpc_address, sizeof cfg->grpc_address, value);
+    } else if (IS("node", "raft_address")) {
+        bad = copy_str(cfg->raft_address, sizeof cfg->raft_address, value);
+    } else if (IS("node", "log_level")) {
+        bad = copy_str(cfg->log_level, sizeof cfg->log_level, value);
+    } else if (IS("raft", "profile")) {
+        bad = set_profile(cfg, value);
+    } else if (IS("raft", "heartbeat_ms")) {
+        bad = parse_uint(value, 60000, &v) != 0 || v == 0;
+        cfg->heartbeat_ms = (unsigned)v;
+    } else if (IS("raft", "election_ms")) {
+        bad = parse_uint(value, 600000, &v) != 0 || v == 0;
+        cfg->election_ms = (unsigned)v;
+    } else if (IS("raft", "snapshot_threshold")) {
+        bad = parse_uint(value, 1u << 30, &v) != 0 || v == 0;
+        cfg->snapshot_threshold = (unsigned)v;
+    } else if (IS("raft", "snapshot_trailing")) {
+        bad = parse_uint(value, 1u << 30, &v) != 0;
+        cfg->snapshot_trailing = (unsigned)v;
+    } else if (IS("raft", "max_batch")) {
+        bad = parse_uint(value, 65536, &v) != 0 || v == 0;
+        cfg->max_batch = (unsigned)v;
+    } else if (IS("storage", "map_size_mb")) {
+        bad = parse_uint(value, 1u << 24, &v) != 0 || v < 1;
+        cfg->map_size = (size_t)v << 20;
+    } else if (IS("server", "write_wait_ms")) {
+        bad = parse_uint(value, 600000, &v) != 0;
+        cfg->write_wait_ms = (unsigned)v;
+    } else if (IS("cluster", "member")) {
+        bad = parse_member(cfg, value);
+    } else {
+        snprintf(p->err, p->err_size, "unknown key [%s] %s", section, key);
+        p->failed = 1;
+        return 0;
+    }
+#undef IS
+    if (bad) {
+        snprintf(p->err, p->err_size, "bad value for [%s] %s: \"%s\"",
+                 section, key, value);
+        p->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static int check(struct node_config *cfg, char *err, size_t err_size)
+{
+    const char *missing = NULL;
+
+    if (cfg->id == 0) {
+        missing = "[node] id";
+    } else if (cfg->data_dir[0] == '\0') {
+        missing = "[node] data_dir";
+    } else if (cfg->grpc_address[0] == '\0') {
+        missing = "[node] grpc_address";
+    } else if (cfg->raft_address[0] == '\0') {
+        missing = "[node] raft_address";
+    } else if (cfg->n_members == 0) {
+        missing = "[cluster] member (at least this node)";
+    }
+    if (missing != NULL) {
+        snprintf(err, err_size, "missing %s", missing);
+        return NODE_CONFIG;
+    }
+    for (size_t i = 0; i < cfg->n_members; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (cfg->members[i].id == cfg->members[j].id) {
+                snprintf(err, err_size, "member id %llu listed twice",
+                         (unsigned long long)cfg->members[i].id);
+                return NODE_CONFIG;
+            }
+        }
+    }
+    if (cfg->election_ms <= cfg->heartbeat_ms) {
+        snprintf(err, err_size,
+                 "election_ms (%u) must be larger than heartbeat_ms (%u)",
+                 cfg->election_ms, cfg->heartbeat_ms);
+        return NODE_CONFIG;
+    }
+    if (cfg->name[0] == '\0') {
+        snprintf(cfg->name, sizeof cfg->name, "n%llu",
+                 (unsigned long long)cfg->id);
+    }
+    return 0;
+}
+
+int node_config_load(const char *path,
+                     struct node_config *cfg,
+                     char *err,
+                     size_t err_size)
+{
+    struct parse p = {cfg, err, err_size, 0};
+    char detail[200];
+    int rv;
+
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->log_level, "info");
+    cfg->heartbeat_ms = 100;
+    cfg->election_ms = 1000;
+    cfg->write_wait_ms = 5000;
+    cfg->map_size = (size_t)1 << 30;
+    rv = ini_parse(path, handle, &p);
+    if (rv == -1) {
+        snprintf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        return NODE_CONFIG;
+    }
+    if (p.failed || rv != 0) {
+        if (!p.failed) {
+            snprintf(detail, sizeof detail, "syntax error");
+        } else {
+            snprintf(detail, sizeof detail, "%s", err);
+        }
+        snprintf(err, err_size, "%s:%d: %s", path, rv, detail);
+        return NODE_CONFIG;
+    }
+    rv = check(cfg, detail, sizeof detail);
+    if (rv != 0) {
+        snprintf(err, err_size, "%s: %s", path, detail);
+    }
+    return rv;
+}

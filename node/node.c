@@ -1,0 +1,199 @@
+/* A node's lifetime: open the store, start Raft, open channels to the other
+ * members, serve gRPC; and the reverse on stop.
+ *
+ * Data directory layout: <data_dir>/store (LMDB environment) and
+ * <data_dir>/raft (Raft log, snapshots, metadata). */
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "proto/clog.h"
+#include "node_internal.h"
+
+void node_method_add(struct node *n,
+                     const char *path,
+                     const ProtobufCMessageDescriptor *request,
+                     const ProtobufCMessageDescriptor *response,
+                     rpc_handler_fn handler,
+                     int op)
+{
+    size_t i = n->n_methods++;
+
+    /* A programmer error: the tables are fixed at build time. */
+    if (i >= NODE_MAX_METHODS) {
+        clog(CLOG_ERROR, "node", "too many methods (max %d)",
+             NODE_MAX_METHODS);
+        n->n_methods--;
+        return;
+    }
+    n->handlers[i].n = n;
+    n->handlers[i].op = op;
+    n->methods[i].path = path;
+    n->methods[i].request = request;
+    n->methods[i].response = response;
+    n->methods[i].handler = handler;
+    n->methods[i].data = &n->handlers[i];
+}
+
+static int make_dir(const char *path)
+{
+    if (mkdir(path, 0750) != 0 && errno != EEXIST) {
+        clog(CLOG_ERROR, "node", "mkdir %s: %s", path, strerror(errno));
+        return NODE_START;
+    }
+    return 0;
+}
+
+static int open_store(struct node *n)
+{
+    char path[NODE_PATH_SIZE + 16];
+    struct store_options opts = {.map_size = n->cfg.map_size};
+    int rv;
+
+    snprintf(path, sizeof path, "%s/store", n->cfg.data_dir);
+    if (make_dir(n->cfg.data_dir) != 0 || make_dir(path) != 0) {
+        return NODE_START;
+    }
+    rv = store_open(path, &opts, &n->store);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "node",
+             "cannot open the store in %s: %s; check the directory, its "
+             "permissions and that no other cityopsd uses it",
+             path, store_strerror(rv));
+        return NODE_START;
+    }
+    clog(CLOG_INFO, "node", "store %s open, applied index %llu", path,
+         (unsigned long long)store_applied_index(n->store));
+    return 0;
+}
+
+static int start_cons(struct node *n)
+{
+    char path[NODE_PATH_SIZE + 16];
+    struct cons_member members[CONS_MAX_MEMBERS];
+    struct cons_config cc;
+    int rv;
+
+    snprintf(path, sizeof path, "%s/raft", n->cfg.data_dir);
+    if (make_dir(path) != 0) {
+        return NODE_START;
+    }
+    memset(members, 0, sizeof members);
+    for (size_t i = 0; i < n->cfg.n_members; i++) {
+        members[i].id = n->cfg.members[i].id;
+        snprintf(members[i].raft_address, sizeof members[i].raft_address,
+                 "%s", n->cfg.members[i].raft_address);
+        members[i].role = n->cfg.members[i].role;
+    }
+    memset(&cc, 0, sizeof cc);
+    cc.id = n->cfg.id;
+    cc.raft_address = n->cfg.raft_address;
+    cc.dir = path;
+    cc.members = members;
+    cc.n_members = n->cfg.n_members;
+    cc.heartbeat_ms = n->cfg.heartbeat_ms;
+    cc.election_ms = n->cfg.election_ms;
+    cc.snapshot_threshold = n->cfg.snapshot_threshold;
+    cc.snapshot_trailing = n->cfg.snapshot_trailing;
+    cc.max_batch = n->cfg.max_batch;
+    cc.store = n->store;
+    rv = cons_start(&cc, &n->cons);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "node", "cannot start raft on %s: %s",
+             n->cfg.raft_address, cons_strerror(rv));
+        return NODE_START;
+    }
+    return 0;
+}
+
+static int open_peers(struct node *n)
+{
+    for (size_t i = 0; i < n->cfg.n_members; i++) {
+        if (n->cfg.members[i].id == n->cfg.id) {
+            continue;
+        }
+        n->peers[i] = rpc_channel_open(n->cfg.members[i].grpc_address);
+        if (n->peers[i] == NULL) {
+            return NODE_NOMEM;
+        }
+    }
+    return 0;
+}
+
+static void close_peers(struct node *n)
+{
+    for (size_t i = 0; i < n->cfg.n_members; i++) {
+        rpc_channel_close(n->peers[i]);
+        n->peers[i] = NULL;
+    }
+}
+
+int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
+{
+    struct rpc_server_config sc;
+    struct node *n = calloc(1, sizeof *n);
+    int rv;
+
+    if (n == NULL) {
+        return NODE_NOMEM;
+    }
+    n->cfg = *cfg;
+    if (node_member_find(n, cfg->id) == NULL) {
+        clog(CLOG_ERROR, "node",
+             "node %llu is not listed in [cluster] member lines; add it",
+             (unsigned long long)cfg->id);
+        rv = NODE_CONFIG;
+        goto err_free;
+    }
+    rv = open_store(n);
+    if (rv != 0) {
+        goto err_free;
+    }
+    rv = start_cons(n);
+    if (rv != 0) {
+        goto err_close_store;
+    }
+    rv = open_peers(n);
+    if (rv != 0) {
+        goto err_close_peers;
+    }
+    node_write_methods_add(n);
+    node_read_methods_add(n);
+    node_status_methods_add(n);
+    memset(&sc, 0, sizeof sc);
+    sc.address = cfg->grpc_address;
+    sc.methods = n->methods;
+    sc.n_methods = n->n_methods;
+    rv = rpc_server_start(&sc, &n->rpc, grpc_port);
+    if (rv != 0) {
+        rv = NODE_START;
+        goto err_close_peers;
+    }
+    *out = n;
+    return 0;
+
+err_close_peers:
+    close_peers(n);
+    cons_stop(n->cons);
+err_close_store:
+    store_close(n->store);
+err_free:
+    free(n);
+    return rv;
+}
+
+void node_stop(struct node *n)
+{
+    clog(CLOG_INFO, "node", "stopping");
+    /* Close the gate first (no handler runs after this), then stop Raft:
+     * pending proposals are answered UNAVAILABLE, so the server's calls all
+     * finish within its grace period. */
+    rpc_server_shutdown(n->rpc);
+    cons_stop(n->cons);
+    rpc_server_destroy(n->rpc, 2000);
+    close_peers(n);
+    store_close(n->store);
+    free(n);
+}

@@ -1,0 +1,68 @@
+/* node: cityopsd, one member of a cluster. It loads its INI config, opens the
+ * store, starts the Raft loop and serves cityops.v1.Cases and
+ * cityops.v1.Cluster over gRPC. Any node accepts any call: followers forward
+ * writes (and linearizable reads) to the leader.
+ */
+#ifndef CITYOPS_NODE_H
+#define CITYOPS_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consensus/cons.h"
+
+/* Error codes: node owns -3000..-3999. */
+enum {
+    NODE_NOMEM = -3001,
+    NODE_CONFIG = -3002, /* missing, unreadable or invalid config */
+    NODE_START = -3003,  /* a component failed to start (see the log) */
+};
+
+#define NODE_PATH_SIZE 512
+#define NODE_ADDRESS_SIZE 64
+
+struct node_member {
+    uint64_t id;
+    char raft_address[NODE_ADDRESS_SIZE];
+    char grpc_address[NODE_ADDRESS_SIZE];
+    enum cons_member_role role;
+};
+
+struct node_config {
+    uint64_t id;
+    char name[64];
+    char data_dir[NODE_PATH_SIZE];
+    char grpc_address[NODE_ADDRESS_SIZE];
+    char raft_address[NODE_ADDRESS_SIZE];
+    char log_level[16];
+    unsigned heartbeat_ms;
+    unsigned election_ms;
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
+    unsigned max_batch;
+    unsigned write_wait_ms; /* bounded wait for a leader on writes */
+    size_t map_size;        /* LMDB map size, bytes */
+    size_t n_members;
+    struct node_member members[CONS_MAX_MEMBERS];
+};
+
+/* Parse @path into *cfg. On failure returns NODE_CONFIG and writes a
+ * message naming the file, line and key into @err. */
+int node_config_load(const char *path,
+                     struct node_config *cfg,
+                     char *err,
+                     size_t err_size);
+
+struct node;
+
+/* Open the store, start Raft and the gRPC server. On success *out is owned
+ * by the caller (release with node_stop()) and *grpc_port is the port the
+ * gRPC server bound. */
+int node_start(const struct node_config *cfg, struct node **out, int *grpc_port);
+
+/* Stop serving, stop Raft, close the store. */
+void node_stop(struct node *n);
+
+const char *node_strerror(int rv);
+
+#endif /* CITYOPS_NODE_H */

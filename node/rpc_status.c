@@ -1,0 +1,262 @@
+/* cityops.v1.Cluster/Status. The node asked reports its own Raft and store
+ * view and, unless local_only, asks every other member for theirs (a short
+ * deadline each, in parallel) so that one call shows the whole cluster:
+ * roles, leader, term, commit/applied/last index per node, reachability,
+ * and state digests on request.
+ *
+ * Fan-out completions run on the completion-queue thread, like the handler,
+ * so the aggregate needs no lock. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/support/time.h>
+
+#include "cityops/v1/cluster.pb-c.h"
+#include "proto/clog.h"
+#include "node_internal.h"
+
+#define STATUS_FANOUT_MS 1000
+
+struct status_slot {
+    Cityops__V1__NodeStatus ns;
+    Cityops__V1__StatusResponse *remote; /* unpacked answer, owns strings */
+    char error[160];
+    char digest[2 * STORE_DIGEST_SIZE + 1];
+};
+
+struct status_agg {
+    struct node *n;
+    struct rpc_call *call;
+    int pending;
+    size_t n_nodes;
+    struct status_slot slots[CONS_MAX_MEMBERS];
+    Cityops__V1__NodeStatus *ptrs[CONS_MAX_MEMBERS];
+    struct cons_status cs;
+    int with_digest;
+};
+
+static Cityops__V1__RaftState raft_state(enum cons_state s)
+{
+    switch (s) {
+    case CONS_STATE_FOLLOWER:
+        return CITYOPS__V1__RAFT_STATE__RAFT_STATE_FOLLOWER;
+    case CONS_STATE_CANDIDATE:
+        return CITYOPS__V1__RAFT_STATE__RAFT_STATE_CANDIDATE;
+    case CONS_STATE_LEADER:
+        return CITYOPS__V1__RAFT_STATE__RAFT_STATE_LEADER;
+    default:
+        return CITYOPS__V1__RAFT_STATE__RAFT_STATE_UNAVAILABLE;
+    }
+}
+
+static Cityops__V1__MemberRole member_role(enum cons_member_role r)
+{
+    switch (r) {
+    case CONS_STANDBY:
+        return CITYOPS__V1__MEMBER_ROLE__MEMBER_ROLE_STANDBY;
+    case CONS_SPARE:
+        return CITYOPS__V1__MEMBER_ROLE__MEMBER_ROLE_SPARE;
+    default:
+        return CITYOPS__V1__MEMBER_ROLE__MEMBER_ROLE_VOTER;
+    }
+}
+
+/* Fill @slot with this node's own view. */
+static void fill_local(struct node *n,
+                       const struct cons_status *cs,
+                       struct status_slot *slot,
+                       int with_digest)
+{
+    Cityops__V1__NodeStatus *ns = &slot->ns;
+    uint8_t digest[STORE_DIGEST_SIZE];
+    uint64_t applied;
+
+    ns->id = n->cfg.id;
+    ns->grpc_address = n->cfg.grpc_address;
+    ns->raft_address = n->cfg.raft_address;
+    ns->reachable = 1;
+    ns->state = raft_state(cs->state);
+    ns->term = cs->term;
+    ns->commit_index = cs->commit_index;
+    ns->applied_index = store_applied_index(n->store);
+    ns->last_log_index = cs->last_log_index;
+    ns->leader_id = cs->leader_id;
+    ns->case_count = store_case_count(n->store);
+    for (size_t i = 0; i < cs->n_members; i++) {
+        if (cs->members[i].id == n->cfg.id) {
+            ns->member_role = member_role(cs->members[i].role);
+        }
+    }
+    if (with_digest && store_digest(n->store, digest, &applied) == 0) {
+        for (int i = 0; i < STORE_DIGEST_SIZE; i++) {
+            sprintf(slot->digest + 2 * i, "%02x", digest[i]);
+        }
+        ns->state_digest = slot->digest;
+        ns->applied_index = applied;
+    }
+}
+
+static void agg_finish(struct status_agg *a)
+{
+    Cityops__V1__StatusResponse resp = CITYOPS__V1__STATUS_RESPONSE__INIT;
+    const struct node_member *leader = node_member_find(a->n, a->cs.leader_id);
+
+    resp.leader_id = a->cs.leader_id;
+    resp.leader_address = leader != NULL ? (char *)leader->grpc_address : "";
+    resp.term = a->cs.term;
+    resp.answered_by = a->n->cfg.id;
+    for (size_t i = 0; i < a->n_nodes; i++) {
+        a->ptrs[i] = &a->slots[i].ns;
+    }
+    resp.n_nodes = a->n_nodes;
+    resp.nodes = a->ptrs;
+    rpc_call_reply(a->call, &resp.base);
+    for (size_t i = 0; i < a->n_nodes; i++) {
+        if (a->slots[i].remote != NULL) {
+            cityops__v1__status_response__free_unpacked(a->slots[i].remote,
+                                                        NULL);
+        }
+    }
+    free(a);
+}
+
+struct status_ask {
+    struct status_agg *agg;
+    struct status_slot *slot;
+};
+
+static void remote_done(void *arg,
+                        grpc_status_code status,
+                        const char *details,
+                        const uint8_t *resp,
+                        size_t len)
+{
+    struct status_ask *ask = arg;
+    struct status_slot *slot = ask->slot;
+    struct status_agg *a = ask->agg;
+    Cityops__V1__StatusResponse *r = NULL;
+
+    if (status == GRPC_STATUS_OK) {
+        r = cityops__v1__status_response__unpack(NULL, len, resp);
+    }
+    if (r != NULL && r->n_nodes == 1) {
+        Cityops__V1__NodeStatus keep = slot->ns;
+        slot->remote = r;
+        slot->ns = *r->nodes[0];
+        slot->ns.grpc_address = keep.grpc_address;
+        slot->ns.raft_address = keep.raft_address;
+        slot->ns.member_role = keep.member_role;
+        slot->ns.reachable = 1;
+    } else {
+        if (r != NULL) {
+            cityops__v1__status_response__free_unpacked(r, NULL);
+        }
+        snprintf(slot->error, sizeof slot->error, "%s: %s",
+                 rpc_status_name(status), details ? details : "");
+        slot->ns.error = slot->error;
+        slot->ns.reachable = 0;
+    }
+    free(ask);
+    if (--a->pending == 0) {
+        agg_finish(a);
+    }
+}
+
+static void ask_member(struct status_agg *a,
+                       struct status_slot *slot,
+                       const struct cons_member *m)
+{
+    struct node *n = a->n;
+    struct rpc_channel *ch = node_peer_channel(n, m->id);
+    Cityops__V1__StatusRequest req = CITYOPS__V1__STATUS_REQUEST__INIT;
+    uint8_t buf[64];
+    size_t len;
+    struct status_ask *ask;
+    gpr_timespec deadline;
+
+    if (ch == NULL) {
+        snprintf(slot->error, sizeof slot->error,
+                 "node %llu is not in this node's [cluster] config",
+                 (unsigned long long)m->id);
+        slot->ns.error = slot->error;
+        return;
+    }
+    ask = malloc(sizeof *ask);
+    if (ask == NULL) {
+        snprintf(slot->error, sizeof slot->error, "out of memory");
+        slot->ns.error = slot->error;
+        return;
+    }
+    ask->agg = a;
+    ask->slot = slot;
+    req.local_only = 1;
+    req.with_digest = a->with_digest;
+    len = cityops__v1__status_request__pack(&req, buf);
+    deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                            gpr_time_from_millis(STATUS_FANOUT_MS,
+                                                 GPR_TIMESPAN));
+    a->pending++;
+    if (rpc_call_raw_async(n->rpc, ch, "/cityops.v1.Cluster/Status", buf, len,
+                           deadline, remote_done, ask) != 0) {
+        a->pending--;
+        free(ask);
+        snprintf(slot->error, sizeof slot->error, "cannot start a call");
+        slot->ns.error = slot->error;
+    }
+}
+
+static void status_handle(struct rpc_call *call,
+                          const ProtobufCMessage *msg,
+                          void *data)
+{
+    const struct node_handler *h = data;
+    const Cityops__V1__StatusRequest *req =
+        (const Cityops__V1__StatusRequest *)msg;
+    struct node *n = h->n;
+    struct status_agg *a = calloc(1, sizeof *a);
+
+    if (a == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    a->n = n;
+    a->call = call;
+    a->with_digest = req->with_digest;
+    a->pending = 1;
+    cons_status_get(n->cons, &a->cs);
+    if (req->local_only || a->cs.n_members == 0) {
+        cityops__v1__node_status__init(&a->slots[0].ns);
+        fill_local(n, &a->cs, &a->slots[0], req->with_digest);
+        a->n_nodes = 1;
+    } else {
+        for (size_t i = 0; i < a->cs.n_members; i++) {
+            const struct cons_member *m = &a->cs.members[i];
+            const struct node_member *nm = node_member_find(n, m->id);
+            struct status_slot *slot = &a->slots[i];
+            cityops__v1__node_status__init(&slot->ns);
+            slot->ns.id = m->id;
+            slot->ns.raft_address = (char *)m->raft_address;
+            slot->ns.grpc_address = nm != NULL ? (char *)nm->grpc_address : "";
+            slot->ns.member_role = member_role(m->role);
+            if (m->id == n->cfg.id) {
+                fill_local(n, &a->cs, slot, req->with_digest);
+                slot->ns.member_role = member_role(m->role);
+            } else {
+                ask_member(a, slot, m);
+            }
+        }
+        a->n_nodes = a->cs.n_members;
+    }
+    if (--a->pending == 0) {
+        agg_finish(a);
+    }
+}
+
+void node_status_methods_add(struct node *n)
+{
+    node_method_add(n, "/cityops.v1.Cluster/Status",
+                    &cityops__v1__status_request__descriptor,
+                    &cityops__v1__status_response__descriptor, status_handle,
+                    0);
+}
