@@ -1,0 +1,745 @@
+/* cityops-bench: a bounded load generator for cityops.v1.Cases/Report.
+ *
+ * DESIGN
+ * N slots each keep one call in flight; slot i uses channel i % M, and
+ * channel j connects to endpoint j % E. Everything runs on one thread and
+ * one completion queue, with the grpc core async API: one batch per call
+ * (send metadata, message and close; receive metadata, message and status),
+ * so one completion finishes a call and its slot starts the next.
+ *
+ * Every request carries a unique retry key: client_id "bench-<run>-<slot>"
+ * with seq counting up per slot. A slot has one call in flight at a time, so
+ * each client_id's seqs reach the leader in order, as the de-duplication
+ * rule (seq grows per client_id) wants.
+ *
+ * Any node can be targeted: followers forward writes to the leader, so the
+ * latency measured includes the forwarding hop when an endpoint is not the
+ * leader. Channels use a local subchannel pool, so M channels to the same
+ * endpoint are M TCP connections, not one shared one.
+ *
+ * Bounded: with --count K exactly K calls are made; with --duration S no
+ * call starts after S seconds. Each call has a deadline (--timeout), and
+ * calls still in flight a second after the last deadline could have passed
+ * are cancelled, so the run always ends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+
+#include "ops.h"
+
+#define BENCH_MAX_SLOTS 4096
+#define BENCH_MAX_CHANNELS 1024
+#define BENCH_N_STATUS 17 /* grpc status codes 0..16 */
+#define BENCH_TICK_MS 100
+
+enum bench_local_error {
+    BENCH_ERR_START = 0, /* grpc_call_start_batch refused */
+    BENCH_ERR_BATCH,     /* the batch completed with success = 0 */
+    BENCH_ERR_NO_REPLY,  /* OK without a message */
+    BENCH_N_LOCAL,
+};
+
+static const char *const local_error_names[BENCH_N_LOCAL] = {
+    "CLIENT_START_FAILED",
+    "CLIENT_BATCH_FAILED",
+    "CLIENT_NO_REPLY",
+};
+
+struct bench_opts {
+    char *endpoints[OPS_MAX_ENDPOINTS];
+    int n_endpoints;
+    int concurrency;
+    int channels;
+    double duration_s; /* 0 with --count */
+    uint64_t count;    /* 0 with --duration */
+    size_t payload;
+    int timeout_ms;
+    int json;
+};
+
+struct bench;
+
+struct bench_slot {
+    struct bench *b;
+    int index;
+    grpc_channel *channel;
+    grpc_call *call; /* NULL when idle */
+    grpc_byte_buffer *resp;
+    grpc_metadata_array initial_md;
+    grpc_metadata_array trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    char client_id[48];
+    uint64_t seq;
+    int64_t started_ns;
+};
+
+struct bench {
+    struct bench_opts o;
+    grpc_completion_queue *cq;
+    grpc_channel *channels[BENCH_MAX_CHANNELS];
+    struct bench_slot *slots;
+    char *description; /* the payload */
+    char run_id[17];
+    uint64_t started;
+    uint64_t ok;
+    uint64_t status_errors[BENCH_N_STATUS];
+    uint64_t local_errors[BENCH_N_LOCAL];
+    double *lat_ms; /* every completed call, in completion order */
+    size_t n_lat;
+    size_t cap_lat;
+    int lat_nomem;
+    int64_t t0_ns;
+    int64_t stop_ns; /* duration mode: no call starts after this */
+    int stopping;
+};
+
+static const char usage_text[] =
+    "usage: cityops-bench [--endpoints H:P,H:P,...] [--concurrency N] "
+    "[--channels M]\n"
+    "                     [--duration S | --count K] [--payload BYTES]\n"
+    "                     [--method report] [--timeout MS] [--json]\n"
+    "\n"
+    "  --endpoints   nodes to load, any of them (followers forward); default\n"
+    "                $CITYOPS_ENDPOINTS, else " OPS_DEFAULT_ENDPOINT "\n"
+    "  --concurrency calls in flight (default 16)\n"
+    "  --channels    gRPC channels (TCP connections), spread over the "
+    "endpoints\n"
+    "                (default: one per endpoint)\n"
+    "  --duration    seconds to keep starting calls (default 10)\n"
+    "  --count       make exactly K calls instead\n"
+    "  --payload     description bytes per Report (default 64)\n"
+    "  --method      report (the only one so far)\n"
+    "  --timeout     per-call deadline in ms (default 5000)\n"
+    "  --json        print the summary as JSON\n"
+    "\n"
+    "Prints ops/s, errors by status and latency p50/p90/p99/max in ms.\n"
+    "Exit status: 0 if any call succeeded, 1 if none did, 2 usage error.\n";
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "cityops-bench: %s%s%s\n", msg, arg != NULL ? ": " : "",
+            arg != NULL ? arg : "");
+    fprintf(stderr, "Run 'cityops-bench --help' for usage.\n");
+    return OPS_EXIT_USAGE;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+
+    if (s == NULL || *s < '0' || *s > '9') {
+        return OPS_INVALID;
+    }
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return OPS_INVALID;
+    }
+    return 0;
+}
+
+static int endpoints_parse(struct bench_opts *o, const char *list)
+{
+    const char *p = list;
+
+    while (*p != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+
+        if (len > 0) {
+            if (o->n_endpoints == OPS_MAX_ENDPOINTS) {
+                return usage_error("too many endpoints", NULL);
+            }
+            o->endpoints[o->n_endpoints] = strndup(p, len);
+            if (o->endpoints[o->n_endpoints] == NULL) {
+                fprintf(stderr, "cityops-bench: out of memory\n");
+                return OPS_EXIT_FAIL;
+            }
+            o->n_endpoints++;
+        }
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    if (o->n_endpoints == 0) {
+        return usage_error("no endpoints", list);
+    }
+    return OPS_EXIT_OK;
+}
+
+/* One numeric option: @value within [@min, @max]. */
+static int opt_number(const char *name,
+                      const char *value,
+                      uint64_t min,
+                      uint64_t max,
+                      uint64_t *out)
+{
+    if (value == NULL) {
+        return usage_error("option needs a value", name);
+    }
+    if (parse_u64(value, out) != 0 || *out < min || *out > max) {
+        return usage_error("bad value for option", name);
+    }
+    return OPS_EXIT_OK;
+}
+
+static int opts_parse(int argc, char **argv, struct bench_opts *o)
+{
+    const char *endpoints = getenv("CITYOPS_ENDPOINTS");
+    uint64_t v;
+    int rv = OPS_EXIT_OK;
+    int i;
+
+    o->concurrency = 16;
+    o->payload = 64;
+    o->timeout_ms = OPS_DEFAULT_TIMEOUT_MS;
+    for (i = 1; i < argc && rv == OPS_EXIT_OK; i++) {
+        const char *name = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+            fputs(usage_text, stdout);
+            exit(OPS_EXIT_OK);
+        } else if (strcmp(name, "--json") == 0) {
+            o->json = 1;
+            continue;
+        } else if (strcmp(name, "--endpoints") == 0) {
+            endpoints = value;
+        } else if (strcmp(name, "--method") == 0) {
+            if (value == NULL || strcmp(value, "report") != 0) {
+                rv = usage_error("unsupported --method (only 'report')", value);
+            }
+        } else if (strcmp(name, "--concurrency") == 0) {
+            rv = opt_number(name, value, 1, BENCH_MAX_SLOTS, &v);
+            o->concurrency = (int)v;
+        } else if (strcmp(name, "--channels") == 0) {
+            rv = opt_number(name, value, 1, BENCH_MAX_CHANNELS, &v);
+            o->channels = (int)v;
+        } else if (strcmp(name, "--duration") == 0) {
+            rv = opt_number(name, value, 1, 24 * 3600, &v);
+            o->duration_s = (double)v;
+        } else if (strcmp(name, "--count") == 0) {
+            rv = opt_number(name, value, 1, UINT64_C(1) << 40, &o->count);
+        } else if (strcmp(name, "--payload") == 0) {
+            rv = opt_number(name, value, 0, RPC_MAX_MESSAGE / 2, &v);
+            o->payload = (size_t)v;
+        } else if (strcmp(name, "--timeout") == 0) {
+            rv = opt_number(name, value, 1, 3600 * 1000, &v);
+            o->timeout_ms = (int)v;
+        } else {
+            return usage_error("unknown argument", name);
+        }
+        if (value == NULL && rv == OPS_EXIT_OK) {
+            return usage_error("option needs a value", name);
+        }
+        i++; /* the value */
+    }
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (o->duration_s > 0 && o->count > 0) {
+        return usage_error("--duration and --count exclude each other", NULL);
+    }
+    if (o->duration_s == 0 && o->count == 0) {
+        o->duration_s = 10;
+    }
+    if (endpoints == NULL || *endpoints == '\0') {
+        endpoints = OPS_DEFAULT_ENDPOINT;
+    }
+    rv = endpoints_parse(o, endpoints);
+    if (rv == OPS_EXIT_OK && o->channels == 0) {
+        o->channels = o->n_endpoints;
+    }
+    return rv;
+}
+
+/* --- calls --- */
+
+static void run_id_make(char *buf, size_t len)
+{
+    unsigned char raw[8] = {0};
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = -1;
+    size_t i;
+
+    if (fd >= 0) {
+        got = read(fd, raw, sizeof(raw));
+        close(fd);
+    }
+    if (got != (ssize_t)sizeof(raw)) {
+        uint64_t v = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 40);
+
+        memcpy(raw, &v, sizeof(raw));
+    }
+    for (i = 0; i < sizeof(raw) && 2 * i + 2 < len; i++) {
+        snprintf(buf + 2 * i, len - 2 * i, "%02x", raw[i]);
+    }
+}
+
+static grpc_byte_buffer *request_pack(struct bench_slot *s)
+{
+    Cityops__V1__ReportRequest req = CITYOPS__V1__REPORT_REQUEST__INIT;
+    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
+    grpc_byte_buffer *bb;
+    grpc_slice slice;
+    size_t len;
+
+    ctx.actor_id = "cityops-bench";
+    ctx.role = CITYOPS__V1__ROLE__ROLE_INSPECTOR;
+    ctx.client_id = s->client_id;
+    ctx.seq = ++s->seq;
+    req.ctx = &ctx;
+    req.category_type = CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT;
+    req.major_code = "01";
+    req.minor_code = "01";
+    req.description = s->b->description;
+    len = protobuf_c_message_get_packed_size(&req.base);
+    slice = grpc_slice_malloc(len);
+    protobuf_c_message_pack(&req.base, GRPC_SLICE_START_PTR(slice));
+    bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+/* Start the slot's next call. Returns 0, or -1 if it could not start. */
+static int slot_start(struct bench_slot *s)
+{
+    struct bench *b = s->b;
+    grpc_slice method =
+        grpc_slice_from_static_string("/cityops.v1.Cases/Report");
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                     gpr_time_from_millis(b->o.timeout_ms, GPR_TIMESPAN));
+    grpc_byte_buffer *req;
+    grpc_op ops[6];
+    grpc_call_error err;
+
+    s->call =
+        grpc_channel_create_call(s->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
+                                 b->cq, method, NULL, deadline, NULL);
+    if (s->call == NULL) {
+        goto err_count;
+    }
+    req = request_pack(s);
+    grpc_metadata_array_init(&s->initial_md);
+    grpc_metadata_array_init(&s->trailing_md);
+    s->resp = NULL;
+    s->details = grpc_empty_slice();
+    s->error_string = NULL;
+    s->status = GRPC_STATUS_UNKNOWN;
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = req;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &s->resp;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    ops[5].data.recv_status_on_client.status = &s->status;
+    ops[5].data.recv_status_on_client.status_details = &s->details;
+    ops[5].data.recv_status_on_client.error_string = &s->error_string;
+    s->started_ns = now_ns();
+    err = grpc_call_start_batch(s->call, ops, 6, s, NULL);
+    /* The call holds its own reference to what it sends. */
+    grpc_byte_buffer_destroy(req);
+    if (err != GRPC_CALL_OK) {
+        goto err_unref_call;
+    }
+    b->started++;
+    return 0;
+
+err_unref_call:
+    grpc_metadata_array_destroy(&s->initial_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    grpc_call_unref(s->call);
+    s->call = NULL;
+err_count:
+    b->local_errors[BENCH_ERR_START]++;
+    return -1;
+}
+
+static void latency_add(struct bench *b, double ms)
+{
+    if (b->n_lat == b->cap_lat) {
+        size_t cap = b->cap_lat == 0 ? 65536 : b->cap_lat * 2;
+        double *grown = realloc(b->lat_ms, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            /* Stop the run rather than report a biased sample. */
+            b->lat_nomem = 1;
+            b->stopping = 1;
+            return;
+        }
+        b->lat_ms = grown;
+        b->cap_lat = cap;
+    }
+    b->lat_ms[b->n_lat++] = ms;
+}
+
+/* The slot's call completed: account for it and release it. */
+static void slot_finish(struct bench_slot *s, int success)
+{
+    struct bench *b = s->b;
+
+    latency_add(b, (double)(now_ns() - s->started_ns) / 1e6);
+    if (!success) {
+        b->local_errors[BENCH_ERR_BATCH]++;
+    } else if (s->status == GRPC_STATUS_OK && s->resp == NULL) {
+        b->local_errors[BENCH_ERR_NO_REPLY]++;
+    } else if (s->status == GRPC_STATUS_OK) {
+        b->ok++;
+    } else if ((unsigned)s->status < BENCH_N_STATUS) {
+        b->status_errors[s->status]++;
+    } else {
+        b->status_errors[GRPC_STATUS_UNKNOWN]++;
+    }
+    if (s->resp != NULL) {
+        grpc_byte_buffer_destroy(s->resp);
+        s->resp = NULL;
+    }
+    grpc_slice_unref(s->details);
+    gpr_free((void *)s->error_string);
+    s->error_string = NULL;
+    grpc_metadata_array_destroy(&s->initial_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    grpc_call_unref(s->call);
+    s->call = NULL;
+}
+
+static int may_start(struct bench *b)
+{
+    if (b->stopping) {
+        return 0;
+    }
+    if (b->o.count > 0) {
+        return b->started < b->o.count;
+    }
+    return now_ns() < b->stop_ns;
+}
+
+static void cancel_all(struct bench *b)
+{
+    int i;
+
+    for (i = 0; i < b->o.concurrency; i++) {
+        if (b->slots[i].call != NULL) {
+            grpc_call_cancel(b->slots[i].call, NULL);
+        }
+    }
+}
+
+/* Run until every call has finished. Returns the elapsed seconds. */
+static double bench_loop(struct bench *b)
+{
+    int64_t hard_stop = 0;
+    int cancelled = 0;
+    int in_flight = 0;
+    int i;
+
+    b->t0_ns = now_ns();
+    b->stop_ns = b->t0_ns + (int64_t)(b->o.duration_s * 1e9);
+    for (i = 0; i < b->o.concurrency && may_start(b); i++) {
+        if (slot_start(&b->slots[i]) == 0) {
+            in_flight++;
+        }
+    }
+    while (in_flight > 0) {
+        gpr_timespec tick =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis(BENCH_TICK_MS, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(b->cq, tick, NULL);
+
+        if (ev.type == GRPC_OP_COMPLETE) {
+            struct bench_slot *s = ev.tag;
+
+            slot_finish(s, ev.success);
+            in_flight--;
+            if (may_start(b) && slot_start(s) == 0) {
+                in_flight++;
+            }
+            continue;
+        }
+        if (ev.type != GRPC_QUEUE_TIMEOUT) {
+            break; /* shutdown: cannot happen before we ask for it */
+        }
+        if (!may_start(b) && hard_stop == 0) {
+            /* Nothing more starts; give the calls in flight their deadline
+             * plus a second, then cancel them. */
+            hard_stop = now_ns() + (int64_t)(b->o.timeout_ms + 1000) * 1000000;
+        }
+        if (hard_stop != 0 && !cancelled && now_ns() > hard_stop) {
+            cancel_all(b);
+            cancelled = 1;
+        }
+    }
+    return (double)(now_ns() - b->t0_ns) / 1e9;
+}
+
+/* --- setup --- */
+
+static grpc_channel *channel_create(const char *target)
+{
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_arg arg_slots[2];
+    grpc_channel_args args;
+    grpc_channel *ch;
+
+    arg_slots[0].type = GRPC_ARG_INTEGER;
+    arg_slots[0].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+    arg_slots[0].value.integer = 1;
+    arg_slots[1].type = GRPC_ARG_INTEGER;
+    arg_slots[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    arg_slots[1].value.integer = RPC_MAX_MESSAGE;
+    args.num_args = 2;
+    args.args = arg_slots;
+    ch = grpc_channel_create(target, creds, &args);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+static int bench_init(struct bench *b)
+{
+    int i;
+
+    b->cq = grpc_completion_queue_create_for_next(NULL);
+    b->slots = calloc((size_t)b->o.concurrency, sizeof(*b->slots));
+    b->description = malloc(b->o.payload + 1);
+    if (b->cq == NULL || b->slots == NULL || b->description == NULL) {
+        return OPS_NOMEM;
+    }
+    for (i = 0; (size_t)i < b->o.payload; i++) {
+        b->description[i] = (char)('a' + i % 26);
+    }
+    b->description[b->o.payload] = '\0';
+    run_id_make(b->run_id, sizeof(b->run_id));
+    for (i = 0; i < b->o.channels; i++) {
+        b->channels[i] = channel_create(b->o.endpoints[i % b->o.n_endpoints]);
+        if (b->channels[i] == NULL) {
+            return OPS_NOMEM;
+        }
+    }
+    for (i = 0; i < b->o.concurrency; i++) {
+        struct bench_slot *s = &b->slots[i];
+
+        s->b = b;
+        s->index = i;
+        s->channel = b->channels[i % b->o.channels];
+        snprintf(s->client_id, sizeof(s->client_id), "bench-%s-%d", b->run_id,
+                 i);
+    }
+    return 0;
+}
+
+/* Release what bench_init() made; safe on a partial init. */
+static void bench_close(struct bench *b)
+{
+    int i;
+
+    for (i = 0; i < b->o.channels; i++) {
+        if (b->channels[i] != NULL) {
+            grpc_channel_destroy(b->channels[i]);
+        }
+    }
+    if (b->cq != NULL) {
+        grpc_completion_queue_shutdown(b->cq);
+        while (grpc_completion_queue_next(
+                   b->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(b->cq);
+    }
+    free(b->slots);
+    free(b->description);
+    free(b->lat_ms);
+    for (i = 0; i < b->o.n_endpoints; i++) {
+        free(b->o.endpoints[i]);
+    }
+}
+
+/* --- results --- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of the sorted latencies. */
+static double percentile(const struct bench *b, double p)
+{
+    size_t rank;
+
+    if (b->n_lat == 0) {
+        return 0;
+    }
+    rank = (size_t)ceil(p * (double)b->n_lat);
+    if (rank < 1) {
+        rank = 1;
+    }
+    return b->lat_ms[rank - 1];
+}
+
+static uint64_t errors_total(const struct bench *b)
+{
+    uint64_t n = 0;
+    int i;
+
+    for (i = 0; i < BENCH_N_STATUS; i++) {
+        n += b->status_errors[i];
+    }
+    for (i = 0; i < BENCH_N_LOCAL; i++) {
+        n += b->local_errors[i];
+    }
+    return n;
+}
+
+static int report_json(const struct bench *b, double elapsed)
+{
+    json_t *errors = json_object();
+    json_t *j;
+    int rv;
+    int i;
+
+    if (errors == NULL) {
+        return OPS_EXIT_FAIL;
+    }
+    for (i = 0; i < BENCH_N_STATUS; i++) {
+        if (b->status_errors[i] > 0) {
+            json_object_set_new(errors, rpc_status_name((grpc_status_code)i),
+                                json_integer((json_int_t)b->status_errors[i]));
+        }
+    }
+    for (i = 0; i < BENCH_N_LOCAL; i++) {
+        if (b->local_errors[i] > 0) {
+            json_object_set_new(errors, local_error_names[i],
+                                json_integer((json_int_t)b->local_errors[i]));
+        }
+    }
+    j = json_pack("{s:s,s:i,s:i,s:i,s:I,s:I,s:I,s:I,s:o,s:f,s:f,"
+                  "s:{s:f,s:f,s:f,s:f}}",
+                  "method", "report", "concurrency", b->o.concurrency,
+                  "channels", b->o.channels, "endpoints", b->o.n_endpoints,
+                  "payload", (json_int_t)b->o.payload, "requests",
+                  (json_int_t)b->n_lat, "ok", (json_int_t)b->ok, "failed",
+                  (json_int_t)errors_total(b), "errors", errors, "duration_s",
+                  elapsed, "ops_per_s",
+                  elapsed > 0 ? (double)b->ok / elapsed : 0.0, "latency_ms",
+                  "p50", percentile(b, 0.50), "p90", percentile(b, 0.90), "p99",
+                  percentile(b, 0.99), "max",
+                  b->n_lat > 0 ? b->lat_ms[b->n_lat - 1] : 0.0);
+    if (j == NULL) {
+        return OPS_EXIT_FAIL;
+    }
+    rv = json_dumpf(j, stdout,
+                    JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                        JSON_REAL_PRECISION(6));
+    json_decref(j);
+    if (rv != 0) {
+        return OPS_EXIT_FAIL;
+    }
+    fputc('\n', stdout);
+    return OPS_EXIT_OK;
+}
+
+static void report_text(const struct bench *b, double elapsed)
+{
+    int i;
+
+    printf("cityops-bench: Report x %zu, concurrency %d, %d channel%s to %d "
+           "endpoint%s, payload %zu B\n",
+           b->n_lat, b->o.concurrency, b->o.channels,
+           b->o.channels == 1 ? "" : "s", b->o.n_endpoints,
+           b->o.n_endpoints == 1 ? "" : "s", b->o.payload);
+    printf("  duration    %.3f s\n", elapsed);
+    printf("  ok          %" PRIu64 "\n", b->ok);
+    printf("  failed      %" PRIu64 "\n", errors_total(b));
+    printf("  throughput  %.1f ops/s\n",
+           elapsed > 0 ? (double)b->ok / elapsed : 0.0);
+    printf("  latency ms  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n",
+           percentile(b, 0.50), percentile(b, 0.90), percentile(b, 0.99),
+           b->n_lat > 0 ? b->lat_ms[b->n_lat - 1] : 0.0);
+    for (i = 0; i < BENCH_N_STATUS; i++) {
+        if (b->status_errors[i] > 0) {
+            printf("  error       %-20s %" PRIu64 "\n",
+                   rpc_status_name((grpc_status_code)i), b->status_errors[i]);
+        }
+    }
+    for (i = 0; i < BENCH_N_LOCAL; i++) {
+        if (b->local_errors[i] > 0) {
+            printf("  error       %-20s %" PRIu64 "\n", local_error_names[i],
+                   b->local_errors[i]);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct bench b;
+    double elapsed;
+    int rv;
+
+    memset(&b, 0, sizeof(b));
+    rv = opts_parse(argc, argv, &b.o);
+    if (rv != OPS_EXIT_OK) {
+        goto out_free_opts;
+    }
+    grpc_init();
+    if (bench_init(&b) != 0) {
+        fprintf(stderr, "cityops-bench: out of memory\n");
+        rv = OPS_EXIT_FAIL;
+        goto out_close;
+    }
+    elapsed = bench_loop(&b);
+    if (b.lat_nomem) {
+        fprintf(stderr, "cityops-bench: out of memory for latencies; "
+                        "stopped early\n");
+    }
+    if (b.n_lat > 0) {
+        qsort(b.lat_ms, b.n_lat, sizeof(*b.lat_ms), cmp_double);
+    }
+    if (b.o.json) {
+        rv = report_json(&b, elapsed);
+    } else {
+        report_text(&b, elapsed);
+    }
+    if (rv == OPS_EXIT_OK && b.ok == 0) {
+        rv = OPS_EXIT_FAIL;
+    }
+out_close:
+    bench_close(&b);
+    grpc_shutdown();
+    return rv;
+out_free_opts:
+    for (int i = 0; i < b.o.n_endpoints; i++) {
+        free(b.o.endpoints[i]);
+    }
+    return rv;
+}

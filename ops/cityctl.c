@@ -1,0 +1,539 @@
+/* cityctl: the operator's command line for a cityops cluster.
+ *
+ * Parses the command line (global options may come before or after the
+ * command), checks every option against what the subcommand accepts, and
+ * hands over to ctl_case.c or ctl_cluster.c. Nothing is sent before the whole
+ * command line has been accepted, so a typo never reaches a node.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+struct opt_spec {
+    const char *name;
+    int has_arg;
+};
+
+/* Every option any command knows; whether a command accepts it is decided
+ * by ctl_*_options(). */
+static const struct opt_spec opt_specs[] = {
+    /* global */
+    {"endpoints", 1},
+    {"json", 0},
+    {"timeout", 1},
+    {"actor", 1},
+    {"role", 1},
+    {"client-id", 1},
+    {"seq", 1},
+    {"consistency", 1},
+    {"min-index", 1},
+    {"help", 0},
+    /* case and cluster */
+    {"type", 1},
+    {"major", 1},
+    {"minor", 1},
+    {"component-id", 1},
+    {"desc", 1},
+    {"lon", 1},
+    {"lat", 1},
+    {"grid", 1},
+    {"address", 1},
+    {"datum", 1},
+    {"attach", 1},
+    {"inspector", 1},
+    {"found", 0},
+    {"not-found", 0},
+    {"reason", 1},
+    {"condition", 1},
+    {"into", 1},
+    {"dept", 1},
+    {"level", 1},
+    {"deadline", 1},
+    {"note", 1},
+    {"until", 1},
+    {"approve", 0},
+    {"deny", 0},
+    {"pass", 0},
+    {"fail", 0},
+    {"state", 1},
+    {"from", 1},
+    {"to", 1},
+    {"page-size", 1},
+    {"page-token", 1},
+    {"all", 0},
+    {"digest", 0},
+    {"local", 0},
+};
+
+static const char *const global_opts[] = {
+    "endpoints", "json", "timeout",     "actor",     "role",
+    "client-id", "seq",  "consistency", "min-index", "help",
+};
+
+static const char usage_text[] =
+    "usage: cityctl [global options] <command> [arguments]\n"
+    "\n"
+    "Global options (anywhere on the line):\n"
+    "  --endpoints H:P,H:P,...  nodes to try in order (default\n"
+    "                           $CITYOPS_ENDPOINTS, else " OPS_DEFAULT_ENDPOINT
+    ");\n"
+    "                           UNAVAILABLE or DEADLINE_EXCEEDED moves on to\n"
+    "                           the next one after a short back-off\n"
+    "  --json                   print the reply message as JSON\n"
+    "  --timeout MS             per-call deadline (default 5000)\n"
+    "  --actor ID               acting user (default $USER, else cityctl)\n"
+    "  --role ROLE              inspector, intake-clerk, shift-leader, "
+    "dispatcher,\n"
+    "                           department, public, admin, auditor, system\n"
+    "                           (default: the command's usual role)\n"
+    "  --client-id ID --seq N   retry key for a write (both or neither; "
+    "default:\n"
+    "                           a random client id, seq 1, reused on every\n"
+    "                           endpoint this invocation tries)\n"
+    "  --consistency stale|linearizable\n"
+    "                           reads (default: linearizable for case reads,\n"
+    "                           stale for cluster status)\n"
+    "  --min-index N            reads: wait until the node applied index N\n"
+    "\n"
+    "Case commands (default role in brackets):\n"
+    "  case report --type component|event --major NN --minor NN --desc TEXT\n"
+    "              [--component-id X] [--lon X --lat Y] [--grid CODE]\n"
+    "              [--address TEXT] [--datum cgcs2000|wgs84|gcj02]\n"
+    "              [--attach SHA256:URI ...]                  [inspector]\n"
+    "  case request-verify ID --inspector X                   [intake-clerk]\n"
+    "  case verify-result ID --found|--not-found [--attach SHA256:URI ...]\n"
+    "              [--reason R]                               [inspector]\n"
+    "  case accept ID [--reason R]                            [intake-clerk]\n"
+    "  case register ID [--condition C] [--type T --major NN --minor NN]\n"
+    "                                                         [shift-leader]\n"
+    "  case reject ID --reason R                              [intake-clerk]\n"
+    "  case merge ID --into ID2 [--reason R]                  [shift-leader]\n"
+    "  case void ID --reason R                                [shift-leader]\n"
+    "  case dispatch ID --dept D [--level city|district] [--deadline T]\n"
+    "                                                         [dispatcher]\n"
+    "  case start-disposal ID [--reason R]                    [department]\n"
+    "  case return ID --reason R                              [department]\n"
+    "  case redispatch ID --dept D --reason R [--level L] [--deadline T]\n"
+    "                                                         [dispatcher]\n"
+    "  case report-disposal ID --attach SHA256:URI ... [--note N]\n"
+    "                                                         [department]\n"
+    "  case request-extension ID --until T --reason R         [department]\n"
+    "  case decide-extension ID --approve|--deny [--until T] [--reason R]\n"
+    "                                                         [shift-leader]\n"
+    "  case request-check ID --inspector X                    [dispatcher]\n"
+    "  case check ID --pass|--fail [--attach SHA256:URI ...] [--note N]\n"
+    "                                                         [inspector]\n"
+    "  case rework ID [--reason R]                            [shift-leader]\n"
+    "  case close ID [--type normal|overdue|error|special] [--reason R]\n"
+    "                                                         [shift-leader]\n"
+    "  case shelve ID --reason R                              [shift-leader]\n"
+    "  case unshelve ID [--reason R]                          [shift-leader]\n"
+    "  case get ID\n"
+    "  case list [--state S] [--dept D] [--type T] [--major NN] [--minor NN]\n"
+    "            [--grid G] [--from T] [--to T] [--page-size N]\n"
+    "            [--page-token TOKEN | --all]\n"
+    "  case history ID\n"
+    "\n"
+    "Cluster commands:\n"
+    "  cluster status [--digest] [--local]   members, raft state, indexes; "
+    "* = leader\n"
+    "\n"
+    "  help, --help                          this text\n"
+    "\n"
+    "T is an RFC3339 time (2026-11-25T17:00:00+08:00, ...Z, or 2026-11-25);\n"
+    "without an offset it is UTC+8, and times print in UTC+8.\n"
+    "S is a state (reported, in-disposal, ...). ID is a case id.\n"
+    "An attachment is SHA256:URI, SHA256 being 64 hex digits.\n"
+    "Exit status: 0 ok, 1 the call failed (cityctl: <method>: <STATUS>: "
+    "<details>),\n"
+    "2 usage error.\n";
+
+static const struct opt_spec *opt_spec_find(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(opt_specs) / sizeof(opt_specs[0]); i++) {
+        if (strlen(opt_specs[i].name) == len &&
+            strncmp(opt_specs[i].name, name, len) == 0) {
+            return &opt_specs[i];
+        }
+    }
+    return NULL;
+}
+
+char *ops_arg(const struct ops_args *a, const char *name)
+{
+    int i;
+
+    for (i = a->n_opts - 1; i >= 0; i--) {
+        if (strcmp(a->opts[i].name, name) == 0) {
+            return a->opts[i].value;
+        }
+    }
+    return NULL;
+}
+
+int ops_flag(const struct ops_args *a, const char *name)
+{
+    int i;
+
+    for (i = 0; i < a->n_opts; i++) {
+        if (strcmp(a->opts[i].name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int ops_arg_all(const struct ops_args *a, const char *name, char **out, int max)
+{
+    int i;
+    int n = 0;
+
+    for (i = 0; i < a->n_opts; i++) {
+        if (strcmp(a->opts[i].name, name) != 0) {
+            continue;
+        }
+        if (n < max) {
+            out[n] = a->opts[i].value;
+        }
+        n++;
+    }
+    return n;
+}
+
+int ops_usage_error(const struct ops_ctl *ctl, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "cityctl: %s\n", msg);
+    fprintf(stderr, "Run 'cityctl help' for usage.\n");
+    if (ctl != NULL && ctl->json) {
+        json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", "USAGE",
+                              "message", msg);
+        if (j != NULL) {
+            ops_json_print(j);
+        }
+    }
+    return OPS_EXIT_USAGE;
+}
+
+int ops_parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    unsigned long long v;
+
+    if (s == NULL || *s < '0' || *s > '9') {
+        return OPS_INVALID;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return OPS_INVALID;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int ops_parse_double(const char *s, double *out)
+{
+    char *end = NULL;
+    double v;
+
+    if (s == NULL || *s == '\0') {
+        return OPS_INVALID;
+    }
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0') {
+        return OPS_INVALID;
+    }
+    *out = v;
+    return 0;
+}
+
+int ops_parse_role(const char *s, int *role)
+{
+    static const struct {
+        const char *name;
+        int role;
+    } roles[] = {
+        {"inspector", CITYOPS__V1__ROLE__ROLE_INSPECTOR},
+        {"intake-clerk", CITYOPS__V1__ROLE__ROLE_INTAKE_CLERK},
+        {"shift-leader", CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER},
+        {"dispatcher", CITYOPS__V1__ROLE__ROLE_DISPATCHER},
+        {"department", CITYOPS__V1__ROLE__ROLE_DEPARTMENT},
+        {"public", CITYOPS__V1__ROLE__ROLE_PUBLIC},
+        {"admin", CITYOPS__V1__ROLE__ROLE_ADMIN},
+        {"auditor", CITYOPS__V1__ROLE__ROLE_AUDITOR},
+        {"system", CITYOPS__V1__ROLE__ROLE_SYSTEM},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+        if (strcmp(s, roles[i].name) == 0) {
+            *role = roles[i].role;
+            return 0;
+        }
+    }
+    return OPS_INVALID;
+}
+
+/* Split argv into positionals and options. "--name=value" and
+ * "--name value" both work; "--" ends the options. */
+static int
+args_parse(struct ops_ctl *ctl, int argc, char **argv, struct ops_args *a)
+{
+    int only_pos = 0;
+    int i;
+
+    memset(a, 0, sizeof(*a));
+    for (i = 1; i < argc; i++) {
+        char *arg = argv[i];
+        const struct opt_spec *spec;
+        char *eq;
+        size_t len;
+
+        if (only_pos || strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (!only_pos && strcmp(arg, "--") == 0) {
+                only_pos = 1;
+                continue;
+            }
+            if (a->n_pos == OPS_MAX_POS) {
+                return ops_usage_error(ctl, "too many arguments");
+            }
+            a->pos[a->n_pos++] = arg;
+            continue;
+        }
+        arg += 2;
+        eq = strchr(arg, '=');
+        len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+        spec = opt_spec_find(arg, len);
+        if (spec == NULL) {
+            return ops_usage_error(ctl, "unknown option --%.*s", (int)len, arg);
+        }
+        if (a->n_opts == OPS_MAX_OPTS) {
+            return ops_usage_error(ctl, "too many options");
+        }
+        a->opts[a->n_opts].name = spec->name;
+        a->opts[a->n_opts].value = NULL;
+        if (spec->has_arg && eq != NULL) {
+            a->opts[a->n_opts].value = eq + 1;
+        } else if (spec->has_arg) {
+            if (i + 1 >= argc) {
+                return ops_usage_error(ctl, "--%s needs a value", spec->name);
+            }
+            a->opts[a->n_opts].value = argv[++i];
+        } else if (eq != NULL) {
+            return ops_usage_error(ctl, "--%s takes no value", spec->name);
+        }
+        a->n_opts++;
+    }
+    return OPS_EXIT_OK;
+}
+
+static int endpoints_set(struct ops_ctl *ctl, const char *list)
+{
+    const char *p = list;
+
+    while (*p != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+
+        if (len > 0) {
+            if (ctl->n_endpoints == OPS_MAX_ENDPOINTS) {
+                return ops_usage_error(ctl, "more than %d endpoints",
+                                       OPS_MAX_ENDPOINTS);
+            }
+            ctl->endpoints[ctl->n_endpoints] = strndup(p, len);
+            if (ctl->endpoints[ctl->n_endpoints] == NULL) {
+                fprintf(stderr, "cityctl: out of memory\n");
+                return OPS_EXIT_FAIL;
+            }
+            ctl->n_endpoints++;
+        }
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    if (ctl->n_endpoints == 0) {
+        return ops_usage_error(ctl, "no endpoints in '%s'", list);
+    }
+    return OPS_EXIT_OK;
+}
+
+/* Apply the global options to @ctl. */
+static int globals_apply(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    const char *endpoints = ops_arg(a, "endpoints");
+    const char *v;
+    uint64_t n;
+
+    if (endpoints == NULL) {
+        endpoints = getenv("CITYOPS_ENDPOINTS");
+    }
+    if (endpoints == NULL || *endpoints == '\0') {
+        endpoints = OPS_DEFAULT_ENDPOINT;
+    }
+    if ((v = ops_arg(a, "timeout")) != NULL) {
+        if (ops_parse_u64(v, &n) != 0 || n == 0 || n > 3600 * 1000) {
+            return ops_usage_error(ctl, "--timeout: bad milliseconds '%s'", v);
+        }
+        ctl->timeout_ms = (int)n;
+    }
+    ctl->actor = ops_arg(a, "actor");
+    if ((v = ops_arg(a, "role")) != NULL && ops_parse_role(v, &ctl->role)) {
+        return ops_usage_error(ctl, "--role: unknown role '%s'", v);
+    }
+    ctl->client_id = ops_arg(a, "client-id");
+    v = ops_arg(a, "seq");
+    if ((ctl->client_id == NULL) != (v == NULL)) {
+        return ops_usage_error(ctl, "--client-id and --seq go together");
+    }
+    if (ctl->client_id != NULL && *ctl->client_id == '\0') {
+        return ops_usage_error(ctl, "--client-id: empty");
+    }
+    if (v != NULL && (ops_parse_u64(v, &ctl->seq) != 0 || ctl->seq == 0)) {
+        return ops_usage_error(ctl, "--seq: need a positive integer, not '%s'",
+                               v);
+    }
+    if ((v = ops_arg(a, "consistency")) != NULL) {
+        if (strcmp(v, "stale") == 0) {
+            ctl->consistency = CITYOPS__V1__CONSISTENCY__CONSISTENCY_STALE;
+        } else if (strcmp(v, "linearizable") == 0) {
+            ctl->consistency =
+                CITYOPS__V1__CONSISTENCY__CONSISTENCY_LINEARIZABLE;
+        } else {
+            return ops_usage_error(ctl, "--consistency: stale or linearizable");
+        }
+    }
+    if ((v = ops_arg(a, "min-index")) != NULL &&
+        ops_parse_u64(v, &ctl->min_index) != 0) {
+        return ops_usage_error(ctl, "--min-index: bad index '%s'", v);
+    }
+    return endpoints_set(ctl, endpoints);
+}
+
+static int is_global(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(global_opts) / sizeof(global_opts[0]); i++) {
+        if (strcmp(global_opts[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 if @name is a word of the space separated @list. */
+static int in_list(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    const char *p = list;
+
+    while ((p = strstr(p, name)) != NULL) {
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0')) {
+            return 1;
+        }
+        p += len;
+    }
+    return 0;
+}
+
+/* Refuse options the subcommand does not take. */
+static int options_check(const struct ops_ctl *ctl,
+                         const struct ops_args *a,
+                         const char *cmd,
+                         const char *allowed)
+{
+    int i;
+
+    for (i = 0; i < a->n_opts; i++) {
+        const char *name = a->opts[i].name;
+
+        if (!is_global(name) && !in_list(allowed, name)) {
+            return ops_usage_error(ctl, "%s: unknown option --%s", cmd, name);
+        }
+    }
+    return OPS_EXIT_OK;
+}
+
+static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    const char *group = a->pos[0];
+    const char *sub = a->n_pos > 1 ? a->pos[1] : NULL;
+    const char *allowed;
+    char cmd[64];
+    int rv;
+
+    if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0) {
+        return ops_usage_error(ctl, "unknown command '%s'", group);
+    }
+    if (sub == NULL) {
+        return ops_usage_error(ctl, "%s: which subcommand?", group);
+    }
+    if (strcmp(group, "case") == 0) {
+        allowed = ctl_case_options(sub);
+    } else {
+        allowed = ctl_cluster_options(sub);
+    }
+    if (allowed == NULL) {
+        return ops_usage_error(ctl, "unknown command '%s %s'", group, sub);
+    }
+    snprintf(cmd, sizeof(cmd), "%s %s", group, sub);
+    rv = options_check(ctl, a, cmd, allowed);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (strcmp(group, "case") == 0) {
+        return ctl_case_run(ctl, a);
+    }
+    return ctl_cluster_run(ctl, a);
+}
+
+int main(int argc, char **argv)
+{
+    struct ops_ctl ctl;
+    struct ops_args args;
+    int i;
+    int rv;
+
+    memset(&ctl, 0, sizeof(ctl));
+    ctl.timeout_ms = OPS_DEFAULT_TIMEOUT_MS;
+    ctl.consistency = -1;
+    /* --json first, so that usage errors come out as JSON too. */
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            ctl.json = 1;
+        }
+    }
+    rv = args_parse(&ctl, argc, argv, &args);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    ctl.json = ops_flag(&args, "json");
+    if (ops_flag(&args, "help") ||
+        (args.n_pos > 0 && strcmp(args.pos[0], "help") == 0)) {
+        fputs(usage_text, stdout);
+        return OPS_EXIT_OK;
+    }
+    if (args.n_pos == 0) {
+        fputs(usage_text, stderr);
+        return OPS_EXIT_USAGE;
+    }
+    rv = globals_apply(&ctl, &args);
+    if (rv == OPS_EXIT_OK) {
+        rv = dispatch(&ctl, &args);
+    }
+    ops_ctl_close(&ctl);
+    return rv;
+}

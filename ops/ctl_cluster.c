@@ -1,0 +1,195 @@
+/* cityctl cluster ...: what an operator needs to see of the Raft cluster.
+ *
+ * "cluster status" asks one node (the first endpoint that answers), which
+ * fans out to the members unless --local is given, and prints one row per
+ * member with the leader marked '*'. Status reads default to stale: during
+ * an election, when there is no leader to confirm a linearizable read, the
+ * operator needs this command the most.
+ */
+#include <string.h>
+
+#include "ops.h"
+
+#define DIGEST_PREFIX 16
+
+/* With --digest, DIGEST comes before REACHABLE; without, REACHABLE takes
+ * its place as the last column. */
+static const char *const status_headers[] = {
+    "ID",     "GRPC",    "RAFT",     "MEMBER", "STATE",  "TERM",
+    "COMMIT", "APPLIED", "LAST LOG", "CASES",  "DIGEST", "REACHABLE",
+};
+
+static int status_row(struct ops_table *t,
+                      const Cityops__V1__StatusResponse *s,
+                      const Cityops__V1__NodeStatus *n,
+                      int with_digest)
+{
+    char id[24];
+    char term[24];
+    char commit[24];
+    char applied[24];
+    char last[24];
+    char cases[24];
+    char reach[320];
+    char digest[DIGEST_PREFIX + 1];
+    const char *cells[12];
+    int leader = n->id != 0 && n->id == s->leader_id;
+
+    snprintf(id, sizeof(id), "%llu%s", (unsigned long long)n->id,
+             leader ? "*" : "");
+    snprintf(term, sizeof(term), "%llu", (unsigned long long)n->term);
+    snprintf(commit, sizeof(commit), "%llu",
+             (unsigned long long)n->commit_index);
+    snprintf(applied, sizeof(applied), "%llu",
+             (unsigned long long)n->applied_index);
+    snprintf(last, sizeof(last), "%llu", (unsigned long long)n->last_log_index);
+    snprintf(cases, sizeof(cases), "%llu", (unsigned long long)n->case_count);
+    if (n->reachable) {
+        snprintf(reach, sizeof(reach), "yes");
+    } else {
+        snprintf(reach, sizeof(reach), "no: %s",
+                 *n->error != '\0' ? n->error : "(no error given)");
+    }
+    snprintf(digest, sizeof(digest), "%s",
+             *n->state_digest != '\0' ? n->state_digest : "-");
+    cells[0] = id;
+    cells[1] = n->grpc_address;
+    cells[2] = n->raft_address;
+    cells[3] =
+        ops_enum_short(&cityops__v1__member_role__descriptor, n->member_role);
+    cells[4] = ops_enum_short(&cityops__v1__raft_state__descriptor, n->state);
+    cells[5] = term;
+    cells[6] = commit;
+    cells[7] = applied;
+    cells[8] = last;
+    cells[9] = cases;
+    /* REACHABLE goes last without --digest: the error text is the long one. */
+    cells[10] = with_digest ? digest : reach;
+    cells[11] = reach;
+    return ops_table_add(t, cells);
+}
+
+/* With --digest: say whether the reachable members' states agree. Members
+ * at different applied indexes differ for that reason alone. */
+static void digest_summary(const Cityops__V1__StatusResponse *s)
+{
+    const char *first = NULL;
+    uint64_t applied = 0;
+    int same_index = 1;
+    int agree = 1;
+    int n = 0;
+    size_t i;
+
+    for (i = 0; i < s->n_nodes; i++) {
+        const Cityops__V1__NodeStatus *node = s->nodes[i];
+
+        if (!node->reachable || *node->state_digest == '\0') {
+            continue;
+        }
+        if (first == NULL) {
+            first = node->state_digest;
+            applied = node->applied_index;
+        } else {
+            agree &= strcmp(first, node->state_digest) == 0;
+            same_index &= node->applied_index == applied;
+        }
+        n++;
+    }
+    if (n == 0) {
+        printf("state digests: none reported\n");
+    } else if (agree) {
+        printf("state digests: %d of %zu members agree\n", n, s->n_nodes);
+    } else if (same_index) {
+        printf("state digests: DIFFER at the same applied index %llu\n",
+               (unsigned long long)applied);
+    } else {
+        printf("state digests: differ (members are at different applied "
+               "indexes; run again when idle)\n");
+    }
+}
+
+static int status_print(const Cityops__V1__StatusResponse *s, int with_digest)
+{
+    struct ops_table *t;
+    int n_cols = with_digest ? 12 : 11;
+    size_t i;
+
+    if (s->leader_id != 0) {
+        printf("leader %llu at %s, term %llu (answered by %llu)\n",
+               (unsigned long long)s->leader_id, s->leader_address,
+               (unsigned long long)s->term, (unsigned long long)s->answered_by);
+    } else {
+        printf("no leader known, term %llu (answered by %llu)\n",
+               (unsigned long long)s->term, (unsigned long long)s->answered_by);
+    }
+    {
+        const char *headers[12];
+
+        memcpy(headers, status_headers, sizeof(headers));
+        if (!with_digest) {
+            headers[10] = "REACHABLE";
+        }
+        t = ops_table_new(n_cols, headers);
+    }
+    if (t == NULL) {
+        return OPS_NOMEM;
+    }
+    for (i = 0; i < s->n_nodes; i++) {
+        if (status_row(t, s, s->nodes[i], with_digest) != 0) {
+            ops_table_free(t);
+            return OPS_NOMEM;
+        }
+    }
+    ops_table_print(t, stdout);
+    ops_table_free(t);
+    if (with_digest) {
+        digest_summary(s);
+    }
+    return 0;
+}
+
+static int run_status(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__StatusRequest req = CITYOPS__V1__STATUS_REQUEST__INIT;
+    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    ProtobufCMessage *resp = NULL;
+    int rv;
+
+    if (a->n_pos > 2) {
+        return ops_usage_error(ctl, "cluster status: unexpected argument '%s'",
+                               a->pos[2]);
+    }
+    ops_read_fill(ctl, &read, CITYOPS__V1__CONSISTENCY__CONSISTENCY_STALE);
+    req.read = &read;
+    req.with_digest = ops_flag(a, "digest");
+    req.local_only = ops_flag(a, "local");
+    rv = ops_call(ctl, "Cluster/Status", &req.base,
+                  &cityops__v1__status_response__descriptor, &resp);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (ctl->json) {
+        json_t *j = ops_pb_to_json(resp);
+
+        rv = j != NULL ? ops_json_print(j) : OPS_EXIT_FAIL;
+    } else if (status_print((Cityops__V1__StatusResponse *)resp,
+                            req.with_digest) != 0) {
+        fprintf(stderr, "cityctl: out of memory\n");
+        rv = OPS_EXIT_FAIL;
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rv;
+}
+
+const char *ctl_cluster_options(const char *sub)
+{
+    if (strcmp(sub, "status") == 0) {
+        return "digest local";
+    }
+    return NULL;
+}
+
+int ctl_cluster_run(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    return run_status(ctl, a);
+}
