@@ -129,7 +129,7 @@ int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
  * file is written beside the old one and renamed over it). If the local
  * applied index is already >= the snapshot's, the local state is kept and
  * *replaced is 0. Loop thread only; no read may be in flight on another
- * thread's behalf across this call (readers retry on STORE_BUSY). */
+X
 int store_restore(struct store *s,
                   const void *buf,
                   size_t len,

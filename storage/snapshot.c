@@ -1,0 +1,387 @@
+/* Snapshots: a consistent, compact copy of the environment for Raft
+ * snapshots and backups, and restoring one in place of the local state.
+ *
+ * Format (all integers big-endian):
+ *   "COSNAP01"           magic and format version, 8 bytes
+ *   applied index        u64: the index the copied state has applied
+ *   payload length       u64
+ *   payload              an LMDB data file (mdb_env_copyfd2, compacted)
+ *   SHA-256(payload)     32 bytes, so a damaged copy is refused before it
+ *                        replaces anything
+ *
+ * Restore writes the payload beside the live file, checks that it opens as
+ * an LMDB environment holding the announced index, then, holding the
+ * environment lock exclusively (readers wait), closes the environment,
+ * renames the new file over data.mdb, syncs the directory and reopens. A
+ * crash before the rename leaves the old state; after it, the new one.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "store_internal.h"
+
+#define SNAP_MAGIC "COSNAP01"
+#define SNAP_MAGIC_LEN 8
+#define SNAP_HEADER_LEN (SNAP_MAGIC_LEN + 8 + 8)
+#define SNAP_TRAILER_LEN 32
+#define SNAP_COPY_TRIES 5
+#define SNAP_RESTORE_FILE "data.mdb.restore"
+
+static int sha256(const void *buf, size_t len, uint8_t out[32])
+{
+    unsigned int n = 0;
+
+    return EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL) == 1 ? 0
+                                                                  : STORE_NOMEM;
+}
+
+/* An unlinked file in the data directory, so that it needs no cleanup. */
+static int tmpfile_open(struct store *s, int *fd)
+{
+    char path[PATH_MAX];
+
+    *fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (*fd >= 0) {
+        return 0;
+    }
+    snprintf(path, sizeof(path), "%s/snapshot.XXXXXX", s->dir);
+    *fd = mkostemp(path, O_CLOEXEC);
+    if (*fd < 0) {
+        return store_errf(s, STORE_IOERR, "snapshot: temp file in %s: %s",
+                          s->dir, strerror(errno));
+    }
+    unlink(path);
+    return 0;
+}
+
+static int applied_read(struct store *s, uint64_t *applied)
+{
+    MDB_txn *txn;
+    int rv;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "snapshot: begin read txn");
+    }
+    rv = store_meta_get(s, txn, STORE_META_APPLIED, applied);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+/* Copy the environment into @fd. The copy runs in its own read txn, so the
+ * applied index is read before and after: equal values mean no apply
+ * committed in between (every apply commit moves it), so the copy holds
+ * exactly that index. */
+static int env_copy(struct store *s, int fd, uint64_t *index)
+{
+    uint64_t before;
+    uint64_t after;
+    int rv;
+    int rc;
+
+    rv = applied_read(s, &before);
+    if (rv != 0) {
+        return rv;
+    }
+    if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        return store_errf(s, STORE_IOERR, "snapshot: truncate: %s",
+                          strerror(errno));
+    }
+    rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "snapshot: copy environment");
+    }
+    rv = applied_read(s, &after);
+    if (rv != 0) {
+        return rv;
+    }
+    *index = before;
+    return before == after ? 0 : STORE_BUSY;
+}
+
+static int file_read_all(struct store *s, int fd, uint8_t *dst, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = pread(fd, dst + done, len - done, (off_t)done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return store_errf(s, STORE_IOERR, "snapshot: read copy: %s",
+                              n < 0 ? strerror(errno) : "short file");
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int
+snapshot_build(struct store *s, int fd, uint64_t index, void **buf, size_t *len)
+{
+    struct stat st;
+    uint8_t *out;
+    size_t plen;
+    int rv;
+
+    if (fstat(fd, &st) != 0) {
+        return store_errf(s, STORE_IOERR, "snapshot: fstat: %s",
+                          strerror(errno));
+    }
+    plen = (size_t)st.st_size;
+    out = malloc(SNAP_HEADER_LEN + plen + SNAP_TRAILER_LEN);
+    if (out == NULL) {
+        return store_errf(s, STORE_NOMEM, "snapshot: %zu bytes", plen);
+    }
+    memcpy(out, SNAP_MAGIC, SNAP_MAGIC_LEN);
+    store_be64_put(out + SNAP_MAGIC_LEN, index);
+    store_be64_put(out + SNAP_MAGIC_LEN + 8, plen);
+    rv = file_read_all(s, fd, out + SNAP_HEADER_LEN, plen);
+    if (rv == 0) {
+        rv = sha256(out + SNAP_HEADER_LEN, plen, out + SNAP_HEADER_LEN + plen);
+    }
+    if (rv != 0) {
+        free(out);
+        return rv;
+    }
+    *buf = out;
+    *len = SNAP_HEADER_LEN + plen + SNAP_TRAILER_LEN;
+    return 0;
+}
+
+int store_snapshot(struct store *s, void **buf, size_t *len)
+{
+    uint64_t index = 0;
+    int fd;
+    int rv;
+
+    rv = tmpfile_open(s, &fd);
+    if (rv != 0) {
+        return rv;
+    }
+    pthread_rwlock_rdlock(&s->env_lock);
+    rv = STORE_BUSY;
+    for (int i = 0; i < SNAP_COPY_TRIES && rv == STORE_BUSY; i++) {
+        rv = s->env != NULL ? env_copy(s, fd, &index) : STORE_IOERR;
+    }
+    pthread_rwlock_unlock(&s->env_lock);
+    if (rv == STORE_BUSY) {
+        store_errf(s, rv, "snapshot: state kept changing during the copy");
+    } else if (rv == STORE_IOERR && s->env == NULL) {
+        store_errf(s, rv, "snapshot: environment closed");
+    }
+    if (rv == 0) {
+        rv = snapshot_build(s, fd, index, buf, len);
+    }
+    close(fd);
+    return rv;
+}
+
+int store_snapshot_index(const void *buf, size_t len, uint64_t *index)
+{
+    const uint8_t *p = buf;
+    uint64_t plen;
+
+    if (buf == NULL || len < SNAP_HEADER_LEN + SNAP_TRAILER_LEN ||
+        memcmp(p, SNAP_MAGIC, SNAP_MAGIC_LEN) != 0) {
+        return STORE_CORRUPT;
+    }
+    plen = store_be64_get(p + SNAP_MAGIC_LEN + 8);
+    if (plen != len - SNAP_HEADER_LEN - SNAP_TRAILER_LEN) {
+        return STORE_CORRUPT;
+    }
+    *index = store_be64_get(p + SNAP_MAGIC_LEN);
+    return 0;
+}
+
+static int
+snapshot_check(struct store *s, const void *buf, size_t len, uint64_t *index)
+{
+    const uint8_t *p = buf;
+    uint8_t sum[32];
+    size_t plen;
+
+    if (store_snapshot_index(buf, len, index) != 0) {
+        return store_errf(s, STORE_CORRUPT,
+                          "restore: bad snapshot header "
+                          "or length (%zu bytes)",
+                          len);
+    }
+    plen = len - SNAP_HEADER_LEN - SNAP_TRAILER_LEN;
+    if (sha256(p + SNAP_HEADER_LEN, plen, sum) != 0) {
+        return store_errf(s, STORE_NOMEM, "restore: SHA-256 failed");
+    }
+    if (memcmp(sum, p + SNAP_HEADER_LEN + plen, sizeof(sum)) != 0) {
+        return store_errf(s, STORE_CORRUPT,
+                          "restore: snapshot checksum "
+                          "mismatch");
+    }
+    return 0;
+}
+
+static int
+file_write(struct store *s, const char *path, const uint8_t *data, size_t len)
+{
+    size_t done = 0;
+    int fd;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return store_errf(s, STORE_IOERR, "restore: open %s: %s", path,
+                          strerror(errno));
+    }
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            goto err_close_fd;
+        }
+        done += (size_t)n;
+    }
+    if (fsync(fd) != 0) {
+        goto err_close_fd;
+    }
+    if (close(fd) != 0) {
+        return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                          "restore: close %s: %s", path, strerror(errno));
+    }
+    return 0;
+
+err_close_fd:
+    close(fd);
+    return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                      "restore: write %s: %s", path, strerror(errno));
+}
+
+/* Open the written file read-only and check it holds @index. */
+static int restore_verify(struct store *s, const char *path, uint64_t index)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val key = {strlen(STORE_META_APPLIED), STORE_META_APPLIED};
+    MDB_val val;
+    int rv = STORE_CORRUPT;
+    int rc;
+
+    rc = mdb_env_create(&env);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "restore: create check environment");
+    }
+    mdb_env_set_maxdbs(env, STORE_DB_N + 1);
+    rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0);
+    if (rc == 0) {
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    }
+    if (rc != 0) {
+        mdb_env_close(env);
+        return store_errf(s, STORE_CORRUPT,
+                          "restore: snapshot does not "
+                          "open: %s",
+                          mdb_strerror(rc));
+    }
+    rc = mdb_dbi_open(txn, store_db_names[STORE_DB_META], 0, &dbi);
+    if (rc == 0) {
+        rc = mdb_get(txn, dbi, &key, &val);
+    }
+    if (rc == 0 && val.mv_size == 8 && store_be64_get(val.mv_data) == index) {
+        rv = 0;
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    if (rv != 0) {
+        store_errf(s, rv,
+                   "restore: snapshot content does not hold index "
+                   "%llu",
+                   (unsigned long long)index);
+    }
+    return rv;
+}
+
+static int dir_sync(struct store *s)
+{
+    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rv = 0;
+
+    if (fd < 0 || fsync(fd) != 0) {
+        rv = store_errf(s, STORE_IOERR, "restore: fsync %s: %s", s->dir,
+                        strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rv;
+}
+
+/* Swap the data file under the exclusive lock. */
+static int restore_swap(struct store *s, const char *tmp)
+{
+    char path[PATH_MAX];
+    int rv = 0;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", s->dir);
+    pthread_rwlock_wrlock(&s->env_lock);
+    store_env_close(s);
+    if (rename(tmp, path) != 0) {
+        rv = store_errf(s, STORE_IOERR, "restore: rename %s: %s", tmp,
+                        strerror(errno));
+    }
+    if (rv == 0) {
+        rv = dir_sync(s);
+    }
+    /* Reopen whatever data.mdb now is: the new state, or the old one if the
+     * rename failed. */
+    if (store_env_open(s) != 0 && rv == 0) {
+        rv = STORE_IOERR;
+    }
+    pthread_rwlock_unlock(&s->env_lock);
+    return rv;
+}
+
+int store_restore(struct store *s, const void *buf, size_t len, int *replaced)
+{
+    const uint8_t *p = buf;
+    char tmp[PATH_MAX];
+    uint64_t index;
+    uint64_t local;
+    int rv;
+
+    *replaced = 0;
+    rv = snapshot_check(s, buf, len, &index);
+    if (rv != 0) {
+        return rv;
+    }
+    local = store_applied_index(s);
+    if (local >= index) {
+        return 0;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/%s", s->dir, SNAP_RESTORE_FILE);
+    rv = file_write(s, tmp, p + SNAP_HEADER_LEN,
+                    len - SNAP_HEADER_LEN - SNAP_TRAILER_LEN);
+    if (rv == 0) {
+        rv = restore_verify(s, tmp, index);
+    }
+    if (rv == 0) {
+        rv = restore_swap(s, tmp);
+    }
+    if (rv != 0) {
+        unlink(tmp);
+        return rv;
+    }
+    *replaced = 1;
+    return 0;
+}

@@ -1,0 +1,428 @@
+/* The storage handle: opening and closing the LMDB environment of one node,
+ * error reporting and the meta database.
+ *
+ * Durability: the environment is opened with MDB_NOMETASYNC, so a crash may
+ * undo the last committed transaction (the data pages are synced, the meta
+ * page that points at them may not be). That is safe only because Raft keeps
+ * the log durable and every apply transaction records the index it applied:
+ * after a restart the lost entries are applied again from the log.
+ *
+ * MDB_NOTLS: read transactions are not tied to a thread, so gRPC threads
+ * may read while the loop thread writes; every reader uses its own short
+ * transaction. One process owns a data directory: a flock() on a lock file
+ * beside the data refuses a second opener with STORE_BUSY.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "store_internal.h"
+
+#define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
+#define STORE_MAX_DBS 16
+#define STORE_LOCK_FILE "cityops.lock"
+
+const char *const store_db_names[STORE_DB_N] = {
+    [STORE_DB_META] = "meta",
+    [STORE_DB_CASES] = "cases",
+    [STORE_DB_CASE_EVENTS] = "case_events",
+    [STORE_DB_IDX_STATE] = "idx_state",
+    [STORE_DB_IDX_DEPT] = "idx_dept",
+    [STORE_DB_IDX_GRID] = "idx_grid",
+    [STORE_DB_IDX_CATEGORY] = "idx_category",
+    [STORE_DB_IDX_REPORTED] = "idx_reported",
+    [STORE_DB_SESSIONS] = "sessions",
+};
+
+static void errmsg_vset(struct store *s, const char *fmt, va_list ap)
+{
+    pthread_mutex_lock(&s->errmsg_lock);
+    vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+    pthread_mutex_unlock(&s->errmsg_lock);
+}
+
+int store_errf(struct store *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    errmsg_vset(s, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int code_from_mdb(int rc)
+{
+    switch (rc) {
+    case MDB_MAP_FULL:
+    case ENOSPC:
+    case EDQUOT:
+        return STORE_FULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        return STORE_CORRUPT;
+    case ENOMEM:
+        return STORE_NOMEM;
+    default:
+        return STORE_IOERR;
+    }
+}
+
+int store_mdb_err(struct store *s, int rc, const char *fmt, ...)
+{
+    char op[STORE_ERRMSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(op, sizeof(op), fmt, ap);
+    va_end(ap);
+    store_errf(s, 0, "%s: %s", op, mdb_strerror(rc));
+    return code_from_mdb(rc);
+}
+
+const char *store_errmsg(const struct store *s)
+{
+    return s->errmsg;
+}
+
+const char *store_strerror(int rv)
+{
+    switch (rv) {
+    case 0:
+        return "ok";
+    case STORE_NOMEM:
+        return "out of memory";
+    case STORE_IOERR:
+        return "storage I/O error";
+    case STORE_FULL:
+        return "storage full";
+    case STORE_CORRUPT:
+        return "stored data is corrupt";
+    case STORE_NOTFOUND:
+        return "not found";
+    case STORE_INVALID:
+        return "invalid argument";
+    case STORE_BUSY:
+        return "data directory busy";
+    default:
+        return "unknown storage error";
+    }
+}
+
+int store_str_set(char **field, const char *v)
+{
+    char *copy = (char *)protobuf_c_empty_string;
+
+    if (v != NULL && v[0] != '\0') {
+        copy = strdup(v);
+        if (copy == NULL) {
+            return STORE_NOMEM;
+        }
+    }
+    if (*field != NULL && *field != protobuf_c_empty_string) {
+        free(*field);
+    }
+    *field = copy;
+    return 0;
+}
+
+int store_meta_get(struct store *s,
+                   MDB_txn *txn,
+                   const char *name,
+                   uint64_t *value)
+{
+    MDB_val key = {strlen(name), (void *)name};
+    MDB_val val;
+    int rc;
+
+    rc = mdb_get(txn, s->dbi[STORE_DB_META], &key, &val);
+    if (rc == MDB_NOTFOUND) {
+        *value = 0;
+        return 0;
+    }
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "get meta/%s", name);
+    }
+    if (val.mv_size != 8) {
+        return store_errf(s, STORE_CORRUPT, "meta/%s: %zu bytes, want 8", name,
+                          val.mv_size);
+    }
+    *value = store_be64_get(val.mv_data);
+    return 0;
+}
+
+int store_meta_put(struct store *s,
+                   MDB_txn *txn,
+                   const char *name,
+                   uint64_t value)
+{
+    uint8_t buf[8];
+    MDB_val key = {strlen(name), (void *)name};
+    MDB_val val = {sizeof(buf), buf};
+    int rc;
+
+    store_be64_put(buf, value);
+    rc = mdb_put(txn, s->dbi[STORE_DB_META], &key, &val, 0);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "put meta/%s", name);
+    }
+    return 0;
+}
+
+/* Open every named database, creating missing ones, and stamp the schema
+ * version of a fresh environment. */
+static int env_open_dbs(struct store *s)
+{
+    MDB_txn *txn;
+    uint64_t schema;
+    int rv;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "begin txn to open databases");
+    }
+    for (int i = 0; i < STORE_DB_N; i++) {
+        rc = mdb_dbi_open(txn, store_db_names[i], MDB_CREATE, &s->dbi[i]);
+        if (rc != 0) {
+            rv = store_mdb_err(s, rc, "open database %s", store_db_names[i]);
+            goto err_abort_txn;
+        }
+    }
+    rv = store_meta_get(s, txn, STORE_META_SCHEMA, &schema);
+    if (rv != 0) {
+        goto err_abort_txn;
+    }
+    if (schema == 0) {
+        rv = store_meta_put(s, txn, STORE_META_SCHEMA, STORE_SCHEMA_VERSION);
+        if (rv != 0) {
+            goto err_abort_txn;
+        }
+    } else if (schema != STORE_SCHEMA_VERSION) {
+        rv = store_errf(s, STORE_CORRUPT, "schema version %llu, want %d",
+                        (unsigned long long)schema, STORE_SCHEMA_VERSION);
+        goto err_abort_txn;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "commit database creation");
+    }
+    return 0;
+
+err_abort_txn:
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int store_env_open(struct store *s)
+{
+    int rv;
+    int rc;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        s->env = NULL;
+        return store_mdb_err(s, rc, "create environment");
+    }
+    rc = mdb_env_set_maxdbs(s->env, STORE_MAX_DBS);
+    if (rc != 0) {
+        rv = store_mdb_err(s, rc, "set maxdbs");
+        goto err_close_env;
+    }
+    rc = mdb_env_set_mapsize(s->env, s->map_size);
+    if (rc != 0) {
+        rv = store_mdb_err(s, rc, "set map size %zu", s->map_size);
+        goto err_close_env;
+    }
+    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS | MDB_NOMETASYNC, 0644);
+    if (rc == EAGAIN || rc == EBUSY) {
+        rv = store_errf(s, STORE_BUSY, "open environment %s: %s", s->dir,
+                        mdb_strerror(rc));
+        goto err_close_env;
+    }
+    if (rc != 0) {
+        rv = store_mdb_err(s, rc, "open environment %s", s->dir);
+        goto err_close_env;
+    }
+    rv = env_open_dbs(s);
+    if (rv != 0) {
+        goto err_close_env;
+    }
+    return 0;
+
+err_close_env:
+    mdb_env_close(s->env);
+    s->env = NULL;
+    return rv;
+}
+
+void store_env_close(struct store *s)
+{
+    if (s->env != NULL) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+    }
+}
+
+/* Refuse a second opener of the directory, in this or another process. */
+static int dir_lock(struct store *s)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s", s->dir, STORE_LOCK_FILE);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0) {
+        return store_errf(s, STORE_IOERR, "open %s: %s", path, strerror(errno));
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        if (err == EWOULDBLOCK) {
+            return store_errf(s, STORE_BUSY,
+                              "data directory %s is locked by another user",
+                              s->dir);
+        }
+        return store_errf(s, STORE_IOERR, "flock %s: %s", path, strerror(err));
+    }
+    return 0;
+}
+
+static int store_alloc(const char *dir,
+                       const struct store_options *opts,
+                       struct store **out)
+{
+    pthread_rwlockattr_t attr;
+    struct store *s;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return STORE_NOMEM;
+    }
+    s->dir = strdup(dir);
+    if (s->dir == NULL) {
+        free(s);
+        return STORE_NOMEM;
+    }
+    s->lock_fd = -1;
+    s->map_size = STORE_DEFAULT_MAP_SIZE;
+    if (opts != NULL && opts->map_size != 0) {
+        s->map_size = opts->map_size;
+    }
+    pthread_mutex_init(&s->errmsg_lock, NULL);
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->env_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    *out = s;
+    return 0;
+}
+
+static void store_free(struct store *s)
+{
+    pthread_rwlock_destroy(&s->env_lock);
+    pthread_mutex_destroy(&s->errmsg_lock);
+    free(s->dir);
+    free(s);
+}
+
+int store_open(const char *dir,
+               const struct store_options *opts,
+               struct store **out)
+{
+    struct store *s;
+    int rv;
+
+    rv = store_alloc(dir, opts, &s);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = dir_lock(s);
+    if (rv != 0) {
+        goto err_free_store;
+    }
+    rv = store_env_open(s);
+    if (rv != 0) {
+        goto err_unlock_dir;
+    }
+    *out = s;
+    return 0;
+
+err_unlock_dir:
+    close(s->lock_fd);
+err_free_store:
+    store_free(s);
+    return rv;
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    store_env_close(s);
+    if (s->lock_fd >= 0) {
+        close(s->lock_fd);
+    }
+    store_free(s);
+}
+
+int store_read_begin(struct store *s, MDB_txn **txn)
+{
+    int rc;
+
+    pthread_rwlock_rdlock(&s->env_lock);
+    if (s->env == NULL) {
+        pthread_rwlock_unlock(&s->env_lock);
+        return store_errf(s, STORE_IOERR,
+                          "environment closed after a "
+                          "failed restore");
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&s->env_lock);
+        return store_mdb_err(s, rc, "begin read txn");
+    }
+    return 0;
+}
+
+void store_read_end(struct store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->env_lock);
+}
+
+static uint64_t meta_read(struct store *s, const char *name)
+{
+    MDB_txn *txn;
+    uint64_t v = 0;
+
+    if (store_read_begin(s, &txn) != 0) {
+        return 0;
+    }
+    if (store_meta_get(s, txn, name, &v) != 0) {
+        v = 0;
+    }
+    store_read_end(s, txn);
+    return v;
+}
+
+uint64_t store_applied_index(struct store *s)
+{
+    return meta_read(s, STORE_META_APPLIED);
+}
+
+int64_t store_last_time(struct store *s)
+{
+    return (int64_t)meta_read(s, STORE_META_LAST_TIME);
+}
