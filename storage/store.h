@@ -128,8 +128,8 @@ int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
 /* Replace the environment with the snapshot's content, atomically (a new
  * file is written beside the old one and renamed over it). If the local
  * applied index is already >= the snapshot's, the local state is kept and
- * *replaced is 0. Loop thread only; no read may be in flight on another
-X
+ * *replaced is 0. Loop thread only; readers on other threads wait on the
+ * store's lock while the environment is swapped. */
 int store_restore(struct store *s,
                   const void *buf,
                   size_t len,
