@@ -85,7 +85,9 @@ struct cons;
  * release with cons_stop(). */
 int cons_start(const struct cons_config *cfg, struct cons **out);
 
-/* Stop raft and the loop thread; pending callbacks run with CONS_SHUTDOWN. */
+/* Stop raft and the loop thread; pending callbacks run with CONS_SHUTDOWN
+ * before it returns. Any thread but the loop's (it joins that thread), so
+ * never from a consensus callback. */
 void cons_stop(struct cons *c);
 
 const char *cons_strerror(int rv);
@@ -102,7 +104,13 @@ typedef void (*cons_submit_cb)(void *arg,
  * callback has run. If this node is not leader: with a known leader the
  * callback gets CONS_NOTLEADER at once; with none the proposal waits up to
  * @wait_ms for an election, then gets CONS_NOLEADER. Any thread. Returns 0
- * (the callback will run exactly once) or an error (it won't). */
+ * (the callback will run exactly once) or an error (it won't): CONS_TOOBIG
+ * if the packed command exceeds 4 MiB - 1 KiB, CONS_SHUTDOWN once
+ * cons_stop() has begun, CONS_NOMEM, CONS_INVALID. A leader also waits
+ * (parked, bounded by @wait_ms) until its post-election barrier has applied.
+ * Callback codes: 0, CONS_NOTLEADER, CONS_NOLEADER, CONS_LEADERSHIPLOST,
+ * CONS_SHUTDOWN, CONS_IOERR (entry applied but no result for it), CONS_NOMEM.
+ */
 int cons_submit(struct cons *c,
                 Cityops__V1__Command *cmd,
                 unsigned wait_ms,

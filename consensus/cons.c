@@ -1,0 +1,1009 @@
+/* The Raft loop of one node: thread, start/stop, proposal dispatch, group
+ * commit, leadership tracking and status.
+ *
+ * DESIGN
+ * cons_start() spawns a thread running a libuv loop; everything below except
+ * cons_submit(), cons_barrier(), cons_status_get() and cons_stop() runs on it.
+ * Work arrives through the proposal queue (queue.c) and one uv_async.
+ *
+ * Each wake drains the queue. An item meets one of four fates:
+ * - leader, ready: a SUBMIT joins the batch being built (up to max_batch
+ *   commands and CONS_MAX_ENTRY bytes per raft_apply()); a BARRIER joins the
+ *   one raft_barrier() started for this wake.
+ * - another node leads: callback CONS_NOTLEADER with its id, at once.
+ * - no known leader, or we lead but are not ready yet: parked. A 50 ms timer
+ *   and every leadership change re-dispatch parked items; an item whose wait
+ *   has passed gets CONS_NOLEADER.
+ * - stopping: CONS_SHUTDOWN.
+ *
+ * "Ready" means this node's post-election barrier has been applied in the
+ * current term. libraft 0.15 appends no entry on election, so until then
+ * entries of the previous leader may be committed but not yet applied here:
+ * store_last_time() (the time floor) and any read could be stale.
+ *
+ * Leadership changes are observed, not notified (0.15 has no state callback):
+ * a uv_check handle looks at raft_state()/current_term after every loop
+ * iteration, logs changes, starts the leader barrier, and refreshes the
+ * status copy that other threads read.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "consensus/cons_internal.h"
+#include "proto/clog.h"
+
+#define CONS_PARK_CHECK_MS 50
+
+struct cons {
+    struct cons_config cfg; /* copied; pointers inside are the caller's */
+    char address[CONS_ADDRESS_SIZE];
+    char dir[4096];
+    struct cons_member members[CONS_MAX_MEMBERS];
+
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_timer_t timer;
+    uv_check_t check;
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct raft raft;
+
+    struct cons_queue queue;
+    struct cons_work *parked_head; /* loop thread only */
+    struct cons_work *parked_tail;
+    int stopping;
+
+    /* Leadership tracking (loop thread). */
+    int seen_state;
+    uint64_t seen_term;
+    uint64_t seen_leader;
+    uint64_t barrier_term; /* term of the in-flight leader barrier, or 0 */
+    uint64_t ready_term;   /* term whose leader barrier was applied, or 0 */
+    int64_t last_stamp;    /* last cmd->time given out */
+    int redispatch;        /* re-dispatch parked items at the next check */
+
+    /* Start handshake. */
+    pthread_mutex_t start_mutex;
+    pthread_cond_t start_cond;
+    int start_done;
+    int start_rv;
+
+    pthread_mutex_t status_mutex;
+    struct cons_status status;
+};
+
+/* One raft_apply(): the batch's waiters, in batch order. */
+struct cons_apply_req {
+    struct raft_apply req;
+    struct cons *c;
+    size_t n;
+    struct cons_work *items[];
+};
+
+/* One raft_barrier() shared by the barrier waiters of one wake. */
+struct cons_barrier_req {
+    struct raft_barrier req;
+    struct cons *c;
+    struct cons_work *waiters;
+};
+
+/* The post-election barrier. */
+struct cons_lead_req {
+    struct raft_barrier req;
+    struct cons *c;
+    uint64_t term;
+};
+
+/* A batch being built during one dispatch pass. */
+struct cons_batch {
+    struct cons_work *items[256];
+    size_t n;
+    size_t bytes;
+};
+
+static void dispatch(struct cons *c,
+                     struct cons_work *w,
+                     struct cons_batch *b,
+                     struct cons_work **barrier_waiters);
+static void observe(struct cons *c);
+
+const char *cons_strerror(int rv)
+{
+    switch (rv) {
+    case 0:
+        return "success";
+    case CONS_NOMEM:
+        return "out of memory";
+    case CONS_NOTLEADER:
+        return "not the leader";
+    case CONS_NOLEADER:
+        return "no leader";
+    case CONS_LEADERSHIPLOST:
+        return "leadership lost before commit (outcome unknown)";
+    case CONS_SHUTDOWN:
+        return "consensus is shutting down";
+    case CONS_IOERR:
+        return "raft I/O or apply error";
+    case CONS_INVALID:
+        return "invalid configuration or argument";
+    case CONS_TOOBIG:
+        return "command too large";
+    default:
+        return "unknown consensus error";
+    }
+}
+
+int cons_from_raft(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOMEM:
+        return CONS_NOMEM;
+    case RAFT_NOTLEADER:
+        return CONS_NOTLEADER;
+    case RAFT_LEADERSHIPLOST:
+        return CONS_LEADERSHIPLOST;
+    case RAFT_SHUTDOWN:
+        return CONS_SHUTDOWN;
+    case RAFT_TOOBIG:
+        return CONS_TOOBIG;
+    case RAFT_BADID:
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_BADROLE:
+    case RAFT_NAMETOOLONG:
+    case RAFT_INVALID:
+        return CONS_INVALID;
+    default:
+        return CONS_IOERR;
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static int64_t now_realtime_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Complete @w with @rv (never 0 here) and free it. */
+static void work_fail(struct cons_work *w, int rv, uint64_t leader_id)
+{
+    if (w->kind == CONS_WORK_SUBMIT) {
+        w->submit_cb(w->arg, rv, NULL, leader_id);
+    } else {
+        w->barrier_cb(w->arg, rv, leader_id);
+    }
+    raft_free(w);
+}
+
+static void park(struct cons *c, struct cons_work *w)
+{
+    w->next = NULL;
+    if (c->parked_tail == NULL) {
+        c->parked_head = w;
+    } else {
+        c->parked_tail->next = w;
+    }
+    c->parked_tail = w;
+}
+
+static int is_ready_leader(struct cons *c)
+{
+    return raft_state(&c->raft) == RAFT_LEADER &&
+           c->ready_term == c->raft.current_term;
+}
+
+/* Status and leadership observation. */
+
+static enum cons_state state_from_raft(int state)
+{
+    switch (state) {
+    case RAFT_FOLLOWER:
+        return CONS_STATE_FOLLOWER;
+    case RAFT_CANDIDATE:
+        return CONS_STATE_CANDIDATE;
+    case RAFT_LEADER:
+        return CONS_STATE_LEADER;
+    default:
+        return CONS_STATE_UNAVAILABLE;
+    }
+}
+
+static void status_refresh(struct cons *c, uint64_t leader_id)
+{
+    struct cons_status s;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    unsigned i;
+
+    memset(&s, 0, sizeof s);
+    s.state = state_from_raft(raft_state(&c->raft));
+    s.term = c->raft.current_term;
+    s.leader_id = leader_id;
+    s.commit_index = c->raft.commit_index;
+    s.applied_index = raft_last_applied(&c->raft);
+    s.last_log_index = raft_last_index(&c->raft);
+    for (i = 0; i < conf->n && s.n_members < CONS_MAX_MEMBERS; i++) {
+        struct cons_member *m = &s.members[s.n_members++];
+        m->id = conf->servers[i].id;
+        snprintf(m->raft_address, sizeof m->raft_address, "%s",
+                 conf->servers[i].address);
+        switch (conf->servers[i].role) {
+        case RAFT_STANDBY:
+            m->role = CONS_STANDBY;
+            break;
+        case RAFT_SPARE:
+            m->role = CONS_SPARE;
+            break;
+        default:
+            m->role = CONS_VOTER;
+            break;
+        }
+    }
+    pthread_mutex_lock(&c->status_mutex);
+    c->status = s;
+    pthread_mutex_unlock(&c->status_mutex);
+}
+
+void cons_status_get(struct cons *c, struct cons_status *out)
+{
+    pthread_mutex_lock(&c->status_mutex);
+    *out = c->status;
+    pthread_mutex_unlock(&c->status_mutex);
+}
+
+/* Re-dispatch every parked item (a leader appeared, we became ready, or the
+ * timer fired). */
+static void redispatch_parked(struct cons *c);
+
+static void lead_barrier_cb(struct raft_barrier *req, int status)
+{
+    struct cons_lead_req *lr = req->data;
+    struct cons *c = lr->c;
+    uint64_t term = lr->term;
+    uint64_t index = req->index;
+
+    raft_free(lr);
+    if (c->barrier_term == term) {
+        c->barrier_term = 0;
+    }
+    if (status != 0 || c->stopping) {
+        return;
+    }
+    if (raft_state(&c->raft) != RAFT_LEADER || c->raft.current_term != term) {
+        return;
+    }
+    c->ready_term = term;
+    clog(CLOG_INFO, "cons", "leader ready: barrier %llu applied (term %llu)",
+         (unsigned long long)index, (unsigned long long)term);
+    /* Not from inside libraft's apply loop: the check handle does it. */
+    c->redispatch = 1;
+}
+
+static void lead_barrier_start(struct cons *c)
+{
+    struct cons_lead_req *lr;
+    int rv;
+
+    lr = raft_malloc(sizeof *lr);
+    if (lr == NULL) {
+        clog(CLOG_WARN, "cons", "leader barrier: out of memory (will retry)");
+        return;
+    }
+    lr->c = c;
+    lr->term = c->raft.current_term;
+    lr->req.data = lr;
+    rv = raft_barrier(&c->raft, &lr->req, lead_barrier_cb);
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "leader barrier: %s (will retry)",
+             raft_strerror(rv));
+        raft_free(lr);
+        return;
+    }
+    c->barrier_term = lr->term;
+}
+
+static void observe(struct cons *c)
+{
+    int state = raft_state(&c->raft);
+    uint64_t term = c->raft.current_term;
+    raft_id leader_id = 0;
+    const char *leader_address = NULL;
+    int changed = 0;
+
+    raft_leader(&c->raft, &leader_id, &leader_address);
+    if (state == RAFT_LEADER &&
+        (c->seen_state != RAFT_LEADER || c->seen_term != term)) {
+        clog(CLOG_INFO, "cons", "became leader (term %llu)",
+             (unsigned long long)term);
+        changed = 1;
+    } else if (state != RAFT_LEADER && c->seen_state == RAFT_LEADER) {
+        clog(CLOG_INFO, "cons", "lost leadership (term %llu)",
+             (unsigned long long)term);
+        changed = 1;
+    }
+    if (state != RAFT_LEADER && leader_id != c->seen_leader) {
+        if (leader_id != 0) {
+            clog(CLOG_INFO, "cons", "leader is now node %llu (term %llu)",
+                 (unsigned long long)leader_id, (unsigned long long)term);
+        } else {
+            clog(CLOG_INFO, "cons", "no known leader (term %llu)",
+                 (unsigned long long)term);
+        }
+        changed = 1;
+    }
+    c->seen_state = state;
+    c->seen_term = term;
+    c->seen_leader = leader_id;
+
+    if (state == RAFT_LEADER && !c->stopping && c->ready_term != term &&
+        c->barrier_term != term) {
+        lead_barrier_start(c);
+    }
+    status_refresh(c, leader_id);
+    if ((changed || c->redispatch) && c->parked_head != NULL) {
+        c->redispatch = 0;
+        redispatch_parked(c);
+    }
+    c->redispatch = 0;
+}
+
+/* Proposals. */
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct cons_apply_req *ar = req->data;
+    struct cons *c = ar->c;
+    const struct store_results *res = result;
+    size_t i;
+
+    for (i = 0; i < ar->n; i++) {
+        struct cons_work *w = ar->items[i];
+        if (status != 0) {
+            int rv = c->stopping ? CONS_SHUTDOWN : cons_from_raft(status);
+            if (rv != CONS_SHUTDOWN) {
+                rv = CONS_LEADERSHIPLOST; /* committed or not: unknown */
+            }
+            w->submit_cb(w->arg, rv, NULL, 0);
+        } else if (res == NULL || res->skipped || i >= res->n ||
+                   res->results[i] == NULL) {
+            w->submit_cb(w->arg, CONS_IOERR, NULL, 0);
+        } else {
+            w->submit_cb(w->arg, 0, res->results[i], 0);
+        }
+        raft_free(w);
+    }
+    raft_free(ar);
+}
+
+/* Stamp, pack and propose the batch; on failure complete its waiters. */
+static void batch_flush(struct cons *c, struct cons_batch *b)
+{
+    Cityops__V1__CommandBatch batch = CITYOPS__V1__COMMAND_BATCH__INIT;
+    Cityops__V1__Command *cmds[256];
+    struct cons_apply_req *ar;
+    struct raft_buffer buf;
+    int64_t floor;
+    size_t i;
+    int rv;
+
+    if (b->n == 0) {
+        return;
+    }
+    floor = store_last_time(c->cfg.store);
+    if (c->last_stamp > floor) {
+        floor = c->last_stamp;
+    }
+    for (i = 0; i < b->n; i++) {
+        int64_t t = now_realtime_us();
+        if (t <= floor) {
+            t = floor + 1;
+        }
+        b->items[i]->cmd->time = t;
+        floor = t;
+        cmds[i] = b->items[i]->cmd;
+    }
+    c->last_stamp = floor;
+    batch.n_commands = b->n;
+    batch.commands = cmds;
+
+    ar = raft_malloc(sizeof *ar + b->n * sizeof ar->items[0]);
+    if (ar == NULL) {
+        rv = CONS_NOMEM;
+        goto err_fail_waiters;
+    }
+    rv = cons_entry_encode(&batch, &buf);
+    if (rv != 0) {
+        goto err_free_req;
+    }
+    ar->c = c;
+    ar->n = b->n;
+    memcpy(ar->items, b->items, b->n * sizeof b->items[0]);
+    ar->req.data = ar;
+    rv = raft_apply(&c->raft, &ar->req, &buf, 1, apply_cb);
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "propose %zu commands: %s: %s", b->n,
+             raft_strerror(rv), raft_errmsg(&c->raft));
+        rv = cons_from_raft(rv);
+        goto err_free_buf;
+    }
+    b->n = 0;
+    b->bytes = 0;
+    return;
+
+err_free_buf:
+    raft_free(buf.base);
+err_free_req:
+    raft_free(ar);
+err_fail_waiters:
+    for (i = 0; i < b->n; i++) {
+        work_fail(b->items[i], rv, 0);
+    }
+    b->n = 0;
+    b->bytes = 0;
+}
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct cons_barrier_req *br = req->data;
+    struct cons *c = br->c;
+    struct cons_work *w = br->waiters;
+    int rv = 0;
+
+    if (status != 0) {
+        rv = c->stopping ? CONS_SHUTDOWN : CONS_LEADERSHIPLOST;
+    }
+    while (w != NULL) {
+        struct cons_work *next = w->next;
+        w->barrier_cb(w->arg, rv, 0);
+        raft_free(w);
+        w = next;
+    }
+    raft_free(br);
+}
+
+static void barrier_flush(struct cons *c, struct cons_work **waiters)
+{
+    struct cons_barrier_req *br;
+    struct cons_work *w;
+    int rv;
+
+    if (*waiters == NULL) {
+        return;
+    }
+    br = raft_malloc(sizeof *br);
+    if (br == NULL) {
+        rv = CONS_NOMEM;
+        goto err_fail_waiters;
+    }
+    br->c = c;
+    br->waiters = *waiters;
+    br->req.data = br;
+    rv = raft_barrier(&c->raft, &br->req, barrier_cb);
+    if (rv != 0) {
+        rv = cons_from_raft(rv);
+        raft_free(br);
+        goto err_fail_waiters;
+    }
+    *waiters = NULL;
+    return;
+
+err_fail_waiters:
+    w = *waiters;
+    while (w != NULL) {
+        struct cons_work *next = w->next;
+        work_fail(w, rv, 0);
+        w = next;
+    }
+    *waiters = NULL;
+}
+
+static void dispatch(struct cons *c,
+                     struct cons_work *w,
+                     struct cons_batch *b,
+                     struct cons_work **barrier_waiters)
+{
+    raft_id leader_id = 0;
+    const char *leader_address = NULL;
+
+    w->next = NULL;
+    if (c->stopping) {
+        work_fail(w, CONS_SHUTDOWN, 0);
+        return;
+    }
+    if (is_ready_leader(c)) {
+        if (w->kind == CONS_WORK_BARRIER) {
+            w->next = *barrier_waiters;
+            *barrier_waiters = w;
+            return;
+        }
+        size_t size = cityops__v1__command__get_packed_size(w->cmd) + 16;
+        if (b->n == c->cfg.max_batch || b->n == 256 ||
+            (b->n > 0 && b->bytes + size > CONS_MAX_ENTRY)) {
+            batch_flush(c, b);
+        }
+        b->items[b->n++] = w;
+        b->bytes += size;
+        return;
+    }
+    raft_leader(&c->raft, &leader_id, &leader_address);
+    if (leader_id != 0 && leader_id != c->raft.id) {
+        work_fail(w, CONS_NOTLEADER, leader_id);
+        return;
+    }
+    if (now_ms() >= w->deadline_ms) {
+        work_fail(w, CONS_NOLEADER, 0);
+        return;
+    }
+    park(c, w);
+}
+
+/* Dispatch a list of items (oldest first) and flush what they produced. */
+static void dispatch_list(struct cons *c, struct cons_work *list)
+{
+    struct cons_batch b;
+    struct cons_work *barrier_waiters = NULL;
+
+    b.n = 0;
+    b.bytes = 0;
+    while (list != NULL) {
+        struct cons_work *next = list->next;
+        dispatch(c, list, &b, &barrier_waiters);
+        list = next;
+    }
+    batch_flush(c, &b);
+    barrier_flush(c, &barrier_waiters);
+}
+
+static void redispatch_parked(struct cons *c)
+{
+    struct cons_work *list = c->parked_head;
+
+    c->parked_head = NULL;
+    c->parked_tail = NULL;
+    dispatch_list(c, list);
+}
+
+/* Stop. */
+
+static void handle_close_cb(uv_handle_t *handle)
+{
+    (void)handle;
+}
+
+static void loop_raft_close_cb(struct raft *r)
+{
+    struct cons *c = r->data;
+
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    cons_fsm_close(&c->fsm);
+    uv_close((uv_handle_t *)&c->async, handle_close_cb);
+    uv_close((uv_handle_t *)&c->timer, handle_close_cb);
+    uv_close((uv_handle_t *)&c->check, handle_close_cb);
+}
+
+static void fail_all(struct cons_work *list)
+{
+    while (list != NULL) {
+        struct cons_work *next = list->next;
+        work_fail(list, CONS_SHUTDOWN, 0);
+        list = next;
+    }
+}
+
+static void loop_stop(struct cons *c)
+{
+    c->stopping = 1;
+    clog(CLOG_INFO, "cons", "stopping (applied %llu)",
+         (unsigned long long)raft_last_applied(&c->raft));
+    fail_all(cons_queue_take(&c->queue));
+    fail_all(c->parked_head);
+    c->parked_head = NULL;
+    c->parked_tail = NULL;
+    uv_timer_stop(&c->timer);
+    uv_check_stop(&c->check);
+    /* Pending raft_apply()/raft_barrier() callbacks fire from here. */
+    raft_close(&c->raft, loop_raft_close_cb);
+}
+
+/* Loop callbacks. */
+
+static void async_cb(uv_async_t *async)
+{
+    struct cons *c = async->data;
+
+    if (c->stopping) {
+        return;
+    }
+    observe(c);
+    dispatch_list(c, cons_queue_take(&c->queue));
+    if (cons_queue_is_shut(&c->queue)) {
+        loop_stop(c);
+    }
+}
+
+static void timer_cb(uv_timer_t *timer)
+{
+    struct cons *c = timer->data;
+
+    observe(c);
+    if (c->parked_head != NULL) {
+        redispatch_parked(c);
+    }
+}
+
+static void check_cb(uv_check_t *check)
+{
+    observe(check->data);
+}
+
+/* Start. */
+
+static int notify_async(void *arg)
+{
+    return uv_async_send(arg);
+}
+
+static int raft_configure(struct cons *c)
+{
+    struct raft_configuration conf;
+    size_t i;
+    int rv;
+
+    if (c->cfg.n_members == 0) {
+        return 0; /* joining: the leader sends the configuration */
+    }
+    raft_configuration_init(&conf);
+    for (i = 0; i < c->cfg.n_members; i++) {
+        const struct cons_member *m = &c->members[i];
+        int role = RAFT_VOTER;
+        if (m->role == CONS_STANDBY) {
+            role = RAFT_STANDBY;
+        } else if (m->role == CONS_SPARE) {
+            role = RAFT_SPARE;
+        }
+        rv = raft_configuration_add(&conf, m->id, m->raft_address, role);
+        if (rv != 0) {
+            clog(CLOG_ERROR, "cons", "configuration: member %llu %s: %s",
+                 (unsigned long long)m->id, m->raft_address, raft_strerror(rv));
+            rv = CONS_INVALID;
+            goto out_close_conf;
+        }
+    }
+    rv = raft_bootstrap(&c->raft, &conf);
+    if (rv == RAFT_CANTBOOTSTRAP) {
+        rv = 0; /* the log has state already */
+    } else if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "bootstrap %s: %s: %s", c->dir,
+             raft_strerror(rv), raft_errmsg(&c->raft));
+        rv = cons_from_raft(rv);
+    } else {
+        clog(CLOG_INFO, "cons", "bootstrapped %s with %zu members", c->dir,
+             c->cfg.n_members);
+    }
+out_close_conf:
+    raft_configuration_close(&conf);
+    return rv;
+}
+
+static void close_cb_after_failed_start(struct raft *r)
+{
+    struct cons *c = r->data;
+
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+}
+
+/* Everything up to raft_start(). On failure the loop is closed again. */
+static int loop_start(struct cons *c)
+{
+    int rv;
+
+    rv = uv_loop_init(&c->loop);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "uv_loop_init: %s", uv_strerror(rv));
+        return CONS_IOERR;
+    }
+    rv = uv_async_init(&c->loop, &c->async, async_cb);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "uv_async_init: %s", uv_strerror(rv));
+        rv = CONS_IOERR;
+        goto err_close_loop;
+    }
+    c->async.data = c;
+    rv = raft_uv_tcp_init(&c->transport, &c->loop);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "raft transport: %s", raft_strerror(rv));
+        rv = cons_from_raft(rv);
+        goto err_close_async;
+    }
+    rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "raft log %s: %s: %s", c->dir,
+             raft_strerror(rv), c->io.errmsg);
+        rv = CONS_IOERR;
+        goto err_close_transport;
+    }
+    rv = cons_fsm_init(&c->fsm, &c->raft, c->cfg.store);
+    if (rv != 0) {
+        goto err_close_io;
+    }
+    rv = raft_init(&c->raft, &c->io, &c->fsm, c->cfg.id, c->address);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "raft init %s: %s: %s", c->dir,
+             raft_strerror(rv), raft_errmsg(&c->raft));
+        rv = cons_from_raft(rv);
+        goto err_close_fsm;
+    }
+    c->raft.data = c;
+    rv = raft_configure(c);
+    if (rv != 0) {
+        goto err_close_raft;
+    }
+    raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
+    raft_set_election_timeout(&c->raft, c->cfg.election_ms);
+    raft_set_pre_vote(&c->raft, true);
+    raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+    rv = raft_start(&c->raft);
+    if (rv != 0) {
+        /* A listen failure (address in use, not local) leaves no detail
+         * in errmsg: name the address. */
+        clog(CLOG_ERROR, "cons", "raft start (listen %s, log %s): %s: %s",
+             c->address, c->dir, raft_strerror(rv), raft_errmsg(&c->raft));
+        rv = rv == RAFT_NOMEM ? CONS_NOMEM : CONS_IOERR;
+        goto err_close_raft;
+    }
+    return 0;
+
+err_close_raft:
+    /* raft_close() closes the io; raft_uv_close() frees it afterwards. */
+    raft_close(&c->raft, close_cb_after_failed_start);
+    uv_close((uv_handle_t *)&c->async, handle_close_cb);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    cons_fsm_close(&c->fsm);
+    goto err_close_loop;
+err_close_fsm:
+    cons_fsm_close(&c->fsm);
+err_close_io:
+    raft_uv_close(&c->io);
+err_close_transport:
+    raft_uv_tcp_close(&c->transport);
+err_close_async:
+    uv_close((uv_handle_t *)&c->async, handle_close_cb);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+err_close_loop:
+    uv_loop_close(&c->loop);
+    return rv;
+}
+
+static void start_signal(struct cons *c, int rv)
+{
+    pthread_mutex_lock(&c->start_mutex);
+    c->start_done = 1;
+    c->start_rv = rv;
+    pthread_cond_signal(&c->start_cond);
+    pthread_mutex_unlock(&c->start_mutex);
+}
+
+static void *loop_main(void *arg)
+{
+    struct cons *c = arg;
+    int rv;
+
+    rv = loop_start(c);
+    if (rv != 0) {
+        start_signal(c, rv);
+        return NULL;
+    }
+    uv_timer_init(&c->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, timer_cb, CONS_PARK_CHECK_MS, CONS_PARK_CHECK_MS);
+    uv_check_init(&c->loop, &c->check);
+    c->check.data = c;
+    uv_check_start(&c->check, check_cb);
+    observe(c);
+    clog(CLOG_INFO, "cons", "node %llu started on %s (log %s, applied %llu)",
+         (unsigned long long)c->cfg.id, c->address, c->dir,
+         (unsigned long long)raft_last_applied(&c->raft));
+    start_signal(c, 0);
+
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    rv = uv_loop_close(&c->loop);
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "uv_loop_close: %s", uv_strerror(rv));
+    }
+    return NULL;
+}
+
+static int config_copy(struct cons *c, const struct cons_config *cfg)
+{
+    size_t i;
+
+    if (cfg->id == 0 || cfg->raft_address == NULL || cfg->dir == NULL ||
+        cfg->store == NULL || cfg->n_members > CONS_MAX_MEMBERS ||
+        (cfg->n_members > 0 && cfg->members == NULL)) {
+        clog(CLOG_ERROR, "cons", "invalid configuration");
+        return CONS_INVALID;
+    }
+    if (strlen(cfg->raft_address) >= sizeof c->address ||
+        strlen(cfg->dir) >= sizeof c->dir) {
+        clog(CLOG_ERROR, "cons", "raft address or directory too long");
+        return CONS_INVALID;
+    }
+    c->cfg = *cfg;
+    strcpy(c->address, cfg->raft_address);
+    strcpy(c->dir, cfg->dir);
+    for (i = 0; i < cfg->n_members; i++) {
+        c->members[i] = cfg->members[i];
+        c->members[i].raft_address[CONS_ADDRESS_SIZE - 1] = '\0';
+    }
+    c->cfg.raft_address = c->address;
+    c->cfg.dir = c->dir;
+    c->cfg.members = c->members;
+    if (c->cfg.heartbeat_ms == 0) {
+        c->cfg.heartbeat_ms = 100;
+    }
+    if (c->cfg.election_ms == 0) {
+        c->cfg.election_ms = 1000;
+    }
+    if (c->cfg.snapshot_threshold == 0) {
+        c->cfg.snapshot_threshold = 8192;
+    }
+    if (c->cfg.snapshot_trailing == 0) {
+        c->cfg.snapshot_trailing = 8192;
+    }
+    if (c->cfg.max_batch == 0 || c->cfg.max_batch > 256) {
+        c->cfg.max_batch = 256;
+    }
+    return 0;
+}
+
+int cons_start(const struct cons_config *cfg, struct cons **out)
+{
+    struct cons *c;
+    int rv;
+
+    c = raft_calloc(1, sizeof *c);
+    if (c == NULL) {
+        return CONS_NOMEM;
+    }
+    rv = config_copy(c, cfg);
+    if (rv != 0) {
+        goto err_free;
+    }
+    if (mkdir(c->dir, 0700) != 0 && errno != EEXIST) {
+        clog(CLOG_ERROR, "cons", "mkdir %s: %s", c->dir, strerror(errno));
+        rv = CONS_IOERR;
+        goto err_free;
+    }
+    rv = cons_queue_init(&c->queue);
+    if (rv != 0) {
+        goto err_free;
+    }
+    pthread_mutex_init(&c->start_mutex, NULL);
+    pthread_cond_init(&c->start_cond, NULL);
+    pthread_mutex_init(&c->status_mutex, NULL);
+    c->seen_state = RAFT_UNAVAILABLE;
+    rv = pthread_create(&c->thread, NULL, loop_main, c);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "pthread_create: %s", strerror(rv));
+        rv = CONS_NOMEM;
+        goto err_destroy_sync;
+    }
+    pthread_mutex_lock(&c->start_mutex);
+    while (!c->start_done) {
+        pthread_cond_wait(&c->start_cond, &c->start_mutex);
+    }
+    rv = c->start_rv;
+    pthread_mutex_unlock(&c->start_mutex);
+    if (rv != 0) {
+        pthread_join(c->thread, NULL);
+        goto err_destroy_sync;
+    }
+    *out = c;
+    return 0;
+
+err_destroy_sync:
+    pthread_mutex_destroy(&c->status_mutex);
+    pthread_cond_destroy(&c->start_cond);
+    pthread_mutex_destroy(&c->start_mutex);
+    cons_queue_close(&c->queue);
+err_free:
+    raft_free(c);
+    return rv;
+}
+
+void cons_stop(struct cons *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    cons_queue_shut(&c->queue, notify_async, &c->async);
+    pthread_join(c->thread, NULL);
+    pthread_mutex_destroy(&c->status_mutex);
+    pthread_cond_destroy(&c->start_cond);
+    pthread_mutex_destroy(&c->start_mutex);
+    cons_queue_close(&c->queue);
+    clog(CLOG_INFO, "cons", "stopped");
+    raft_free(c);
+}
+
+/* Callers' side. */
+
+static int work_post(struct cons *c, struct cons_work *w, unsigned wait_ms)
+{
+    int rv;
+
+    w->deadline_ms = now_ms() + wait_ms;
+    rv = cons_queue_push(&c->queue, w, notify_async, &c->async);
+    if (rv != 0) {
+        raft_free(w);
+    }
+    return rv;
+}
+
+int cons_submit(struct cons *c,
+                Cityops__V1__Command *cmd,
+                unsigned wait_ms,
+                cons_submit_cb cb,
+                void *arg)
+{
+    struct cons_work *w;
+
+    if (c == NULL || cmd == NULL || cb == NULL) {
+        return CONS_INVALID;
+    }
+    if (cityops__v1__command__get_packed_size(cmd) > CONS_MAX_COMMAND) {
+        return CONS_TOOBIG;
+    }
+    w = raft_calloc(1, sizeof *w);
+    if (w == NULL) {
+        return CONS_NOMEM;
+    }
+    w->kind = CONS_WORK_SUBMIT;
+    w->cmd = cmd;
+    w->submit_cb = cb;
+    w->arg = arg;
+    return work_post(c, w, wait_ms);
+}
+
+int cons_barrier(struct cons *c,
+                 unsigned wait_ms,
+                 cons_barrier_cb cb,
+                 void *arg)
+{
+    struct cons_work *w;
+
+    if (c == NULL || cb == NULL) {
+        return CONS_INVALID;
+    }
+    w = raft_calloc(1, sizeof *w);
+    if (w == NULL) {
+        return CONS_NOMEM;
+    }
+    w->kind = CONS_WORK_BARRIER;
+    w->barrier_cb = cb;
+    w->arg = arg;
+    return work_post(c, w, wait_ms);
+}

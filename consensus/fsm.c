@@ -1,0 +1,240 @@
+/* The raft_fsm callbacks: apply, snapshot and restore over storage, and the
+ * entry format (see cons_internal.h: length header, padding to 8 bytes).
+ *
+ * Invariants (libraft 0.15, checked in tests/consensus):
+ * - apply() is not given the entry index. libraft sets last_applied only after
+ *   apply() returns, so the index is raft_last_applied(r) + 1; barrier and
+ *   configuration entries never reach apply() but still advance last_applied.
+ * - On the leader the raft_apply callback runs synchronously right after
+ *   apply() returns (replication.c applyCommand), so the results kept in the
+ *   fsm are still valid when the callback reads them.
+ * - A failed apply() leaves last_applied where it was; libraft retries the
+ *   entry at its next apply pass. store_apply_batch() stores nothing when it
+ *   fails, so a retry applies the batch exactly once. Until then this node
+ *   applies nothing more: a full or broken disk stops it, on purpose.
+ * - restore() runs on an InstallSnapshot and at every start that finds a
+ *   snapshot. libraft frees the buffer itself when restore() fails, so we free
+ *   it only on success.
+ * - Snapshots are version 2: the buffer is storage's malloc'd copy and
+ *   snapshot_finalize() frees it once libraft has written it out.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consensus/cons_internal.h"
+#include "proto/clog.h"
+
+#define ENTRY_HEADER_SIZE 8
+
+int cons_entry_encode(const Cityops__V1__CommandBatch *batch,
+                      struct raft_buffer *out)
+{
+    size_t len = cityops__v1__command_batch__get_packed_size(batch);
+    size_t total = ENTRY_HEADER_SIZE + len;
+    uint8_t *base;
+    size_t i;
+
+    total = (total + 7) / 8 * 8;
+    base = raft_malloc(total);
+    if (base == NULL) {
+        return CONS_NOMEM;
+    }
+    for (i = 0; i < ENTRY_HEADER_SIZE; i++) {
+        base[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    cityops__v1__command_batch__pack(batch, base + ENTRY_HEADER_SIZE);
+    memset(base + ENTRY_HEADER_SIZE + len, 0, total - ENTRY_HEADER_SIZE - len);
+    out->base = base;
+    out->len = total;
+    return 0;
+}
+
+int cons_entry_decode(const struct raft_buffer *buf,
+                      const void **payload,
+                      size_t *len)
+{
+    const uint8_t *base = buf->base;
+    uint64_t n = 0;
+    size_t i;
+
+    if (buf->len < ENTRY_HEADER_SIZE) {
+        return CONS_INVALID;
+    }
+    for (i = 0; i < ENTRY_HEADER_SIZE; i++) {
+        n |= (uint64_t)base[i] << (8 * i);
+    }
+    if (n > buf->len - ENTRY_HEADER_SIZE) {
+        return CONS_INVALID;
+    }
+    *payload = base + ENTRY_HEADER_SIZE;
+    *len = (size_t)n;
+    return 0;
+}
+
+static void fsm_results_drop(struct cons_fsm *f)
+{
+    if (f->have_last) {
+        store_results_free(&f->last);
+        f->have_last = 0;
+    }
+    memset(&f->last, 0, sizeof f->last);
+}
+
+static int
+fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct cons_fsm *f = fsm->data;
+    uint64_t index = raft_last_applied(f->raft) + 1;
+    const void *payload = buf->base;
+    size_t len = buf->len;
+    int rv;
+
+    fsm_results_drop(f);
+    if (cons_entry_decode(buf, &payload, &len) != 0) {
+        /* Every node sees the same bytes: let storage record the entry as
+         * an undecodable batch rather than stop the node. */
+        clog(CLOG_WARN, "cons", "apply %llu: bad entry framing (%zu bytes)",
+             (unsigned long long)index, buf->len);
+        payload = buf->base;
+        len = buf->len;
+    }
+    rv = store_apply_batch(f->store, index, payload, len, &f->last);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons",
+             "apply %llu: %s: %s (this node stops applying until the store "
+             "accepts the entry)",
+             (unsigned long long)index, store_strerror(rv),
+             store_errmsg(f->store));
+        memset(&f->last, 0, sizeof f->last);
+        *result = NULL;
+        return RAFT_IOERR;
+    }
+    f->have_last = 1;
+    *result = &f->last;
+    return 0;
+}
+
+static int
+fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cons_fsm *f = fsm->data;
+    struct raft_buffer *array;
+    void *data;
+    size_t len;
+    int rv;
+
+    array = raft_malloc(sizeof *array);
+    if (array == NULL) {
+        clog(CLOG_ERROR, "cons", "snapshot: out of memory");
+        rv = RAFT_NOMEM;
+        goto err;
+    }
+    rv = store_snapshot(f->store, &data, &len);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "snapshot: %s: %s", store_strerror(rv),
+             store_errmsg(f->store));
+        rv = rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+        goto err_free_array;
+    }
+    array[0].base = data;
+    array[0].len = len;
+    *bufs = array;
+    *n_bufs = 1;
+    clog(CLOG_INFO, "cons", "snapshot at index %llu (%zu bytes)",
+         (unsigned long long)raft_last_applied(f->raft), len);
+    return 0;
+
+err_free_array:
+    raft_free(array);
+err:
+    return rv;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm,
+                                 struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    unsigned i;
+
+    (void)fsm;
+    if (*bufs == NULL) {
+        return 0;
+    }
+    for (i = 0; i < *n_bufs; i++) {
+        free((*bufs)[i].base); /* store_snapshot() malloc'd it */
+    }
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct cons_fsm *f = fsm->data;
+    uint64_t snap_index = 0;
+    uint64_t local_index;
+    int replaced = 0;
+    int rv;
+
+    local_index = store_applied_index(f->store);
+    (void)store_snapshot_index(buf->base, buf->len, &snap_index);
+    rv = store_restore(f->store, buf->base, buf->len, &replaced);
+    if (rv != 0) {
+        /* libraft frees buf->base when restore fails. */
+        clog(CLOG_ERROR, "cons", "restore snapshot %llu: %s: %s",
+             (unsigned long long)snap_index, store_strerror(rv),
+             store_errmsg(f->store));
+        return rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    }
+    fsm_results_drop(f);
+    if (replaced) {
+        clog(CLOG_INFO, "cons",
+             "restored snapshot at index %llu: local state (index %llu) "
+             "replaced",
+             (unsigned long long)snap_index, (unsigned long long)local_index);
+    } else {
+        clog(CLOG_INFO, "cons",
+             "snapshot at index %llu: local state kept (index %llu)",
+             (unsigned long long)snap_index, (unsigned long long)local_index);
+    }
+    raft_free(buf->base);
+    buf->base = NULL;
+    buf->len = 0;
+    return 0;
+}
+
+int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store)
+{
+    struct cons_fsm *f;
+
+    assert(raft != NULL);
+    assert(store != NULL);
+    f = raft_calloc(1, sizeof *f);
+    if (f == NULL) {
+        return CONS_NOMEM;
+    }
+    f->raft = raft;
+    f->store = store;
+    memset(fsm, 0, sizeof *fsm);
+    fsm->version = 2;
+    fsm->data = f;
+    fsm->apply = fsm_apply;
+    fsm->snapshot = fsm_snapshot;
+    fsm->restore = fsm_restore;
+    fsm->snapshot_finalize = fsm_snapshot_finalize;
+    return 0;
+}
+
+void cons_fsm_close(struct raft_fsm *fsm)
+{
+    struct cons_fsm *f = fsm->data;
+
+    if (f == NULL) {
+        return;
+    }
+    fsm_results_drop(f);
+    raft_free(f);
+    fsm->data = NULL;
+}
