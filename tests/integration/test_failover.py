@@ -100,6 +100,39 @@ class FailoverTest(unittest.TestCase):
             d = c.converged(c.nodes, timeout=60)
             self.assertEqual(len(set(d.values())), 1)
 
+    def test_minority_refuses_writes_with_unavailable_after_a_bounded_wait(self):
+        with Cluster(3) as c:
+            c.start()
+            c.leader()
+            c.ctl("case", "report", "--type", "event", "--major", "01",
+                  "--minor", "01", "--desc", "before the quorum is lost")
+            c.converged()
+            lone = c.nodes[0]
+            for n in c.nodes[1:]:
+                n.kill()
+            t0 = time.monotonic()
+            with self.assertRaises(CtlError) as cm:
+                c.ctl("case", "report", "--type", "event", "--major", "01",
+                      "--minor", "01", "--desc", "no quorum",
+                      endpoints=lone.grpc, timeout_ms=20000)
+            waited = time.monotonic() - t0
+            self.assertEqual(cm.exception.code, "UNAVAILABLE",
+                             cm.exception.message)
+            # Bounded by the node's write_wait_ms (3 s in the harness), well
+            # before the client's own 20 s deadline.
+            self.assertLess(waited, 15.0)
+            self.assertTrue(lone.alive())
+            # Stale reads still work on the lone node.
+            listed = c.ctl("--consistency", "stale", "case", "list",
+                           endpoints=lone.grpc)["cases"]
+            self.assertEqual(len(listed), 1)
+            # Once a majority is back, writes succeed again.
+            c.nodes[1].start()
+            wait_for("writes accepted again", lambda: c.ctl(
+                "case", "report", "--type", "event", "--major", "01",
+                "--minor", "01", "--desc", "quorum back",
+                endpoints=lone.grpc, timeout_ms=3000), 30)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2, argv=sys.argv[:1])
