@@ -42,6 +42,11 @@ enum {
     CONS_IOERR = -2006,          /* raft I/O or apply failed */
     CONS_INVALID = -2007,        /* bad configuration or argument */
     CONS_TOOBIG = -2008,         /* command larger than an entry may be */
+    CONS_CANTCHANGE = -2009,     /* another membership change is in flight */
+    CONS_NOTFOUND = -2010,       /* no such member */
+    CONS_EXISTS = -2011,         /* member id or address already in use */
+    CONS_STOREFAIL = -2012,      /* the local store cannot apply (disk full,
+                                  * LMDB error): writes are refused */
 };
 
 enum cons_member_role { CONS_VOTER = 0, CONS_STANDBY = 1, CONS_SPARE = 2 };
@@ -56,10 +61,25 @@ enum cons_state {
 #define CONS_ADDRESS_SIZE 64
 #define CONS_MAX_MEMBERS 16
 
+#define CONS_ZONE_SIZE 32
+
 struct cons_member {
     uint64_t id;
     char raft_address[CONS_ADDRESS_SIZE]; /* "127.0.0.1:9001" */
     enum cons_member_role role;
+    char zone[CONS_ZONE_SIZE]; /* site / redundancy zone; "" = none */
+};
+
+/* Hooks the node gives consensus. Both run on the loop thread. */
+struct cons_hooks {
+    void *data;
+    /* Zone of member @id (members added at run time are known to the node,
+     * which keeps them in the replicated store). Writes "" if unknown. */
+    void (*zone_of)(void *data, uint64_t id, char *zone, size_t size);
+    /* A membership decision the leader took by itself (auto-promotion):
+     * @kind is a short word ("promote", "demote"), @detail a sentence.
+     * The node records it in the replicated store. */
+    void (*decision)(void *data, const char *kind, const char *detail);
 };
 
 struct cons_config {
@@ -76,12 +96,22 @@ struct cons_config {
     unsigned snapshot_trailing;  /* entries; 0 = 8192 */
     unsigned max_batch;          /* commands per entry; 0 = 256 */
     struct store *store;         /* borrowed; outlives the cons */
+    /* Standby auto-promotion: when a voter has been unreachable from the
+     * leader for this long, promote a caught-up standby (same zone first)
+     * and demote the lost voter. 0 = off (the default). */
+    unsigned auto_promote_ms;
+    /* With auto-promotion: never make a second voter in a zone that already
+     * has one, when another zone's standby can take the place. */
+    int one_voter_per_zone;
+    struct cons_hooks hooks;
 };
 
 struct cons;
 
 /* Start the loop thread: open the raft log in cfg->dir, bootstrap it from
- * cfg->members if empty, start raft. On success *out is owned by the caller:
+ * cfg->members if it is empty and cfg->id is one of them (a node whose id is
+ * not in cfg->members starts empty and waits to be added: it joins), start
+ * raft. On success *out is owned by the caller:
  * release with cons_stop(). */
 int cons_start(const struct cons_config *cfg, struct cons **out);
 
@@ -128,6 +158,48 @@ int cons_barrier(struct cons *c,
                  cons_barrier_cb cb,
                  void *arg);
 
+/* Membership changes. Each runs on the leader only (elsewhere the callback
+ * gets CONS_NOTLEADER with the leader's id, as for cons_submit()), after the
+ * leader's post-election barrier, and one at a time: a change asked for
+ * while another is in flight gets CONS_CANTCHANGE. The callback runs on the
+ * loop thread once the new configuration is committed. Any thread. */
+typedef void (*cons_change_cb)(void *arg, int rv, uint64_t leader_id);
+
+/* Add a member with @role. A voter or standby is first added as a spare
+ * and caught up (snapshot + log) before it is given its role. */
+int cons_member_add(struct cons *c,
+                    const struct cons_member *m,
+                    unsigned wait_ms,
+                    cons_change_cb cb,
+                    void *arg);
+/* Give member @id a new role (promote/demote). */
+int cons_member_assign(struct cons *c,
+                       uint64_t id,
+                       enum cons_member_role role,
+                       unsigned wait_ms,
+                       cons_change_cb cb,
+                       void *arg);
+/* Remove member @id (the leader itself included: it steps down after). */
+int cons_member_remove(struct cons *c,
+                       uint64_t id,
+                       unsigned wait_ms,
+                       cons_change_cb cb,
+                       void *arg);
+/* Transfer leadership to voter @id (0: the most up-to-date voter). The
+ * callback runs when the transfer completed or failed. */
+int cons_transfer(struct cons *c,
+                  uint64_t id,
+                  unsigned wait_ms,
+                  cons_change_cb cb,
+                  void *arg);
+
+/* Per-member view the leader has (zero elsewhere). */
+struct cons_progress {
+    uint64_t match_index; /* highest index known replicated there */
+    int reachable;        /* heard from within the election timeout */
+    int64_t unreachable_ms; /* how long it has not been heard from */
+};
+
 struct cons_status {
     enum cons_state state;
     uint64_t term;
@@ -137,6 +209,10 @@ struct cons_status {
     uint64_t last_log_index;
     size_t n_members;
     struct cons_member members[CONS_MAX_MEMBERS];
+    struct cons_progress progress[CONS_MAX_MEMBERS]; /* leader only */
+    int store_failed;  /* the store refused an entry: writes are refused */
+    char store_error[256];
+    uint64_t snapshot_index; /* index of the last snapshot taken/installed */
 };
 
 /* A copy of the latest status, refreshed by the loop thread. Any thread. */
