@@ -122,7 +122,11 @@ static int command_run(struct store *s,
         return store_mdb_err(s, rc, "begin nested txn at %llu",
                              (unsigned long long)index);
     }
-    rv = case_fsm_apply(s, child, index, cmd, res);
+    if (cluster_op(cmd)) {
+        rv = cluster_apply(s, child, index, cmd, res);
+    } else {
+        rv = case_fsm_apply(s, child, index, cmd, res);
+    }
     if (rv != 0 || res->code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
         mdb_txn_abort(child);
         return rv;

@@ -38,6 +38,8 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_IDX_CATEGORY] = "idx_category",
     [STORE_DB_IDX_REPORTED] = "idx_reported",
     [STORE_DB_SESSIONS] = "sessions",
+    [STORE_DB_MEMBERS] = "members",
+    [STORE_DB_CLUSTER_EVENTS] = "cluster_events",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)

@@ -4,7 +4,8 @@
  * Contract:
  * - One environment per node, in one directory. Named databases (keys are
  *   big-endian so that cursors iterate in order): meta, cases, case_events,
- *   idx_state, idx_dept, idx_grid, idx_category, idx_reported, sessions.
+ *   idx_state, idx_dept, idx_grid, idx_category, idx_reported, sessions,
+ *   members, cluster_events.
  * - store_apply_batch() applies one Raft entry (a packed CommandBatch) in one
  *   write transaction that also records the entry's index. It reads only the
  *   batch and the database: no clock, no randomness. Business errors (illegal
@@ -26,6 +27,7 @@
 
 #include "cityops/v1/case.pb-c.h"
 #include "cityops/v1/cases.pb-c.h"
+#include "cityops/v1/cluster.pb-c.h"
 #include "cityops/v1/command.pb-c.h"
 
 /* Error codes: storage owns -1000..-1999. */
@@ -110,6 +112,20 @@ int store_case_history(struct store *s,
                        Cityops__V1__HistoryResponse **out);
 
 uint64_t store_case_count(struct store *s);
+
+/* The replicated address book of members added at run time. *out is
+ * malloc'd by protobuf-c (cityops__v1__member__free_unpacked). */
+int store_member_get(struct store *s,
+                     uint64_t id,
+                     Cityops__V1__Member **out);
+
+/* The last @max cluster events, oldest first. On success *out is a malloc'd
+ * array of *n unpacked events: free each with
+ * cityops__v1__cluster_event__free_unpacked, then the array with free(). */
+int store_cluster_events(struct store *s,
+                         size_t max,
+                         Cityops__V1__ClusterEvent ***out,
+                         size_t *n);
 
 /* SHA-256 over every replicated key and value (excluding nothing that apply
  * writes): equal digests mean equal state. */

@@ -13,6 +13,8 @@
  *   idx_reported  reported time (i64, sign flipped), case id u64 -> empty
  *   sessions      client id (bytes)                  -> seq u64, packed
  *                                                       CommandResult
+ *   members       member id u64                      -> packed Member
+ *   cluster_events raft index u64                    -> packed ClusterEvent
  */
 #ifndef CITYOPS_STORE_INTERNAL_H
 #define CITYOPS_STORE_INTERNAL_H
@@ -34,6 +36,8 @@ enum store_db {
     STORE_DB_IDX_CATEGORY,
     STORE_DB_IDX_REPORTED,
     STORE_DB_SESSIONS,
+    STORE_DB_MEMBERS,
+    STORE_DB_CLUSTER_EVENTS,
     STORE_DB_N,
 };
 
@@ -160,6 +164,15 @@ int case_fsm_apply(struct store *s,
                    uint64_t index,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res);
+
+/* Apply a cluster command (member_set, member_forget, cluster_event) inside
+ * @txn; same contract as case_fsm_apply() (cluster.c). */
+int cluster_apply(struct store *s,
+                  MDB_txn *txn,
+                  uint64_t index,
+                  const Cityops__V1__Command *cmd,
+                  Cityops__V1__CommandResult *res);
+int cluster_op(const Cityops__V1__Command *cmd);
 
 /* Set a protobuf-c string field to a malloc'd copy of @v, freeing the old
  * value. Returns 0 or STORE_NOMEM. */
