@@ -43,6 +43,17 @@
 #include "proto/clog.h"
 
 #define CONS_PARK_CHECK_MS 50
+#define CONS_NUDGE_MS 1000      /* barrier period while the store fails */
+#define CONS_PROMOTE_CHECK_MS 500
+#define CONS_PROMOTE_SLACK 64   /* entries a standby may lag and be promoted */
+#define CONS_NOCANDIDATE_LOG_MS 30000
+
+/* What the leader knows of one member's reachability, by id (positions in
+ * the configuration move when it changes). */
+struct cons_seen {
+    uint64_t id;
+    uint64_t last_ms; /* loop time it was last seen recent_recv */
+};
 
 struct cons {
     struct cons_config cfg; /* copied; pointers inside are the caller's */
@@ -73,6 +84,23 @@ struct cons {
     uint64_t ready_term;   /* term whose leader barrier was applied, or 0 */
     int64_t last_stamp;    /* last cmd->time given out */
     int redispatch;        /* re-dispatch parked items at the next check */
+    int joining;           /* not in cfg->members: not bootstrapped */
+
+    /* Membership (loop thread). */
+    struct cons_change change;
+    struct cons_seen seen[CONS_MAX_MEMBERS];
+    size_t n_seen;
+    char zones[CONS_MAX_MEMBERS][CONS_ZONE_SIZE]; /* by configuration index */
+    uint64_t zones_conf_index;
+    uint64_t zones_ms;
+    /* Auto-promotion: after a promote commits, the voter to demote. */
+    uint64_t auto_demote_id;
+    uint64_t auto_next_ms;
+    uint64_t nocandidate_logged_ms;
+    uint64_t nocandidate_id;
+    /* Store failure: the nudge barrier in flight, and when the next one. */
+    int nudge_inflight;
+    uint64_t nudge_next_ms;
 
     /* Start handshake. */
     pthread_mutex_t start_mutex;
@@ -140,6 +168,16 @@ const char *cons_strerror(int rv)
         return "invalid configuration or argument";
     case CONS_TOOBIG:
         return "command too large";
+    case CONS_CANTCHANGE:
+        return "another membership change is in flight";
+    case CONS_NOTFOUND:
+        return "no such member";
+    case CONS_EXISTS:
+        return "member id or address already in use";
+    case CONS_STOREFAIL:
+        return "the local store cannot apply entries: writes refused";
+    case CONS_TIMEOUT:
+        return "the change did not complete in time";
     default:
         return "unknown consensus error";
     }
@@ -190,8 +228,10 @@ static void work_fail(struct cons_work *w, int rv, uint64_t leader_id)
 {
     if (w->kind == CONS_WORK_SUBMIT) {
         w->submit_cb(w->arg, rv, NULL, leader_id);
-    } else {
+    } else if (w->kind == CONS_WORK_BARRIER) {
         w->barrier_cb(w->arg, rv, leader_id);
+    } else {
+        w->change_cb(w->arg, rv, leader_id);
     }
     raft_free(w);
 }
@@ -229,12 +269,116 @@ static enum cons_state state_from_raft(int state)
     }
 }
 
+/* Zone of the member at configuration position @i: the node's hook knows
+ * members added at run time; the start configuration knows the others. */
+static void zone_lookup(struct cons *c, uint64_t id, char *zone, size_t size)
+{
+    size_t k;
+
+    zone[0] = '\0';
+    if (c->cfg.hooks.zone_of != NULL) {
+        c->cfg.hooks.zone_of(c->cfg.hooks.data, id, zone, size);
+        zone[size - 1] = '\0';
+    }
+    for (k = 0; zone[0] == '\0' && k < c->cfg.n_members; k++) {
+        if (c->members[k].id == id) {
+            snprintf(zone, size, "%s", c->members[k].zone);
+        }
+    }
+}
+
+/* Refresh the zone cache when the configuration changed, else once a second
+ * (the hook may read the store). */
+static void zones_refresh(struct cons *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    uint64_t now = now_ms();
+    unsigned i;
+
+    if (c->zones_conf_index == c->raft.configuration_index &&
+        now < c->zones_ms + 1000) {
+        return;
+    }
+    c->zones_conf_index = c->raft.configuration_index;
+    c->zones_ms = now;
+    for (i = 0; i < conf->n && i < CONS_MAX_MEMBERS; i++) {
+        zone_lookup(c, conf->servers[i].id, c->zones[i], CONS_ZONE_SIZE);
+    }
+}
+
+static struct cons_seen *seen_get(struct cons *c, uint64_t id, uint64_t now)
+{
+    size_t k;
+
+    for (k = 0; k < c->n_seen; k++) {
+        if (c->seen[k].id == id) {
+            return &c->seen[k];
+        }
+    }
+    if (c->n_seen == CONS_MAX_MEMBERS) {
+        return NULL;
+    }
+    /* A member we never looked at gets the benefit of the doubt. */
+    c->seen[c->n_seen].id = id;
+    c->seen[c->n_seen].last_ms = now;
+    return &c->seen[c->n_seen++];
+}
+
+/* Leader: note who answered within the last election timeout. libraft sets
+ * progress[i].recent_recv on every AppendEntries result and clears it at
+ * each election timeout (progress.c), so "last seen true" is at most one
+ * heartbeat old for a reachable member. */
+static void seen_update(struct cons *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    uint64_t now = now_ms();
+    unsigned i;
+
+    if (raft_state(&c->raft) != RAFT_LEADER ||
+        c->raft.leader_state.progress == NULL) {
+        c->n_seen = 0; /* a new leader starts with a fresh view */
+        return;
+    }
+    for (i = 0; i < conf->n; i++) {
+        struct cons_seen *seen = seen_get(c, conf->servers[i].id, now);
+        if (seen != NULL && (conf->servers[i].id == c->raft.id ||
+                             c->raft.leader_state.progress[i].recent_recv)) {
+            seen->last_ms = now;
+        }
+    }
+}
+
+static void progress_of(struct cons *c, unsigned i, struct cons_progress *p)
+{
+    const struct raft_server *server = &c->raft.configuration.servers[i];
+    struct cons_seen *seen;
+    uint64_t now = now_ms();
+
+    memset(p, 0, sizeof *p);
+    if (raft_state(&c->raft) != RAFT_LEADER ||
+        c->raft.leader_state.progress == NULL) {
+        return;
+    }
+    p->match_index = c->raft.leader_state.progress[i].match_index;
+    if (server->id == c->raft.id) {
+        p->match_index = raft_last_index(&c->raft);
+    }
+    seen = seen_get(c, server->id, now);
+    if (seen == NULL || now - seen->last_ms < c->cfg.election_ms) {
+        p->reachable = 1;
+        return;
+    }
+    p->unreachable_ms = (int64_t)(now - seen->last_ms);
+}
+
 static void status_refresh(struct cons *c, uint64_t leader_id)
 {
     struct cons_status s;
     const struct raft_configuration *conf = &c->raft.configuration;
+    struct cons_fsm *f = c->fsm.data;
     unsigned i;
 
+    zones_refresh(c);
     memset(&s, 0, sizeof s);
     s.state = state_from_raft(raft_state(&c->raft));
     s.term = c->raft.current_term;
@@ -247,6 +391,8 @@ static void status_refresh(struct cons *c, uint64_t leader_id)
         m->id = conf->servers[i].id;
         snprintf(m->raft_address, sizeof m->raft_address, "%s",
                  conf->servers[i].address);
+        snprintf(m->zone, sizeof m->zone, "%s", c->zones[i]);
+        progress_of(c, i, &s.progress[i]);
         switch (conf->servers[i].role) {
         case RAFT_STANDBY:
             m->role = CONS_STANDBY;
@@ -258,6 +404,11 @@ static void status_refresh(struct cons *c, uint64_t leader_id)
             m->role = CONS_VOTER;
             break;
         }
+    }
+    s.snapshot_index = c->raft.log.snapshot.last_index;
+    if (f != NULL && f->store_failed) {
+        s.store_failed = 1;
+        snprintf(s.store_error, sizeof s.store_error, "%s", f->store_error);
     }
     pthread_mutex_lock(&c->status_mutex);
     c->status = s;
@@ -354,6 +505,8 @@ static void observe(struct cons *c)
     c->seen_state = state;
     c->seen_term = term;
     c->seen_leader = leader_id;
+    seen_update(c);
+    cons_change_tick(&c->change, c->stopping);
 
     if (state == RAFT_LEADER && !c->stopping && c->ready_term != term &&
         c->barrier_term != term) {
@@ -517,6 +670,53 @@ err_fail_waiters:
     *waiters = NULL;
 }
 
+/* Membership work. */
+
+static void change_work_done(void *data, int rv, uint64_t id)
+{
+    struct cons_work *w = data;
+
+    (void)id;
+    w->change_cb(w->arg, rv, 0);
+    raft_free(w);
+}
+
+static void change_work_start(struct cons *c, struct cons_work *w)
+{
+    struct cons_change_args args;
+    int rv;
+
+    memset(&args, 0, sizeof args);
+    args.id = w->member.id;
+    args.address = w->member.raft_address;
+    args.role = w->member.role;
+    switch (w->kind) {
+    case CONS_WORK_ADD:
+        args.kind = CONS_CHANGE_ADD;
+        break;
+    case CONS_WORK_ASSIGN:
+        args.kind = CONS_CHANGE_ASSIGN;
+        break;
+    case CONS_WORK_REMOVE:
+        args.kind = CONS_CHANGE_REMOVE;
+        break;
+    default:
+        args.kind = CONS_CHANGE_TRANSFER;
+        break;
+    }
+    rv = cons_change_start(&c->change, &args, change_work_done, w);
+    if (rv != 0) {
+        work_fail(w, rv, 0);
+    }
+}
+
+static int store_failed(struct cons *c)
+{
+    struct cons_fsm *f = c->fsm.data;
+
+    return f != NULL && f->store_failed;
+}
+
 static void dispatch(struct cons *c,
                      struct cons_work *w,
                      struct cons_batch *b,
@@ -530,7 +730,16 @@ static void dispatch(struct cons *c,
         work_fail(w, CONS_SHUTDOWN, 0);
         return;
     }
+    if (w->kind == CONS_WORK_SUBMIT && store_failed(c)) {
+        /* Don't propose what this node could not apply. */
+        work_fail(w, CONS_STOREFAIL, 0);
+        return;
+    }
     if (is_ready_leader(c)) {
+        if (w->kind != CONS_WORK_SUBMIT && w->kind != CONS_WORK_BARRIER) {
+            change_work_start(c, w);
+            return;
+        }
         if (w->kind == CONS_WORK_BARRIER) {
             w->next = *barrier_waiters;
             *barrier_waiters = w;
@@ -594,6 +803,8 @@ static void loop_raft_close_cb(struct raft *r)
 {
     struct cons *c = r->data;
 
+    cons_change_tick(&c->change, 1);
+    cons_change_abort(&c->change);
     raft_uv_close(&c->io);
     raft_uv_tcp_close(&c->transport);
     cons_fsm_close(&c->fsm);
@@ -642,11 +853,170 @@ static void async_cb(uv_async_t *async)
     }
 }
 
+/* Store failure nudge: a single-node leader gets no AppendEntries results,
+ * so nothing would run libraft's apply pass again; a barrier does (its
+ * local append runs replicationApply). */
+static void nudge_cb(struct raft_barrier *req, int status)
+{
+    struct cons *c = req->data;
+
+    (void)status;
+    c->nudge_inflight = 0;
+    raft_free(req);
+}
+
+static void nudge(struct cons *c)
+{
+    struct raft_barrier *req;
+    uint64_t now = now_ms();
+
+    if (!store_failed(c) || c->nudge_inflight || now < c->nudge_next_ms ||
+        raft_state(&c->raft) != RAFT_LEADER) {
+        return;
+    }
+    c->nudge_next_ms = now + CONS_NUDGE_MS;
+    req = raft_malloc(sizeof *req);
+    if (req == NULL) {
+        return;
+    }
+    req->data = c;
+    if (raft_barrier(&c->raft, req, nudge_cb) != 0) {
+        raft_free(req);
+        return;
+    }
+    c->nudge_inflight = 1;
+}
+
+static void decision(struct cons *c, const char *kind, const char *detail)
+{
+    clog(CLOG_INFO, "cons", "auto-promotion %s: %s", kind, detail);
+    if (c->cfg.hooks.decision != NULL) {
+        c->cfg.hooks.decision(c->cfg.hooks.data, kind, detail);
+    }
+}
+
+static void auto_done(void *data, int rv, uint64_t id)
+{
+    struct cons *c = data;
+
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "auto-promotion: change of member %llu: %s",
+             (unsigned long long)id, cons_strerror(rv));
+        c->auto_demote_id = 0;
+    }
+}
+
+/* Second half of a swap: demote the lost voter once the promotion is in. */
+static void auto_demote(struct cons *c)
+{
+    struct cons_change_args args;
+    char detail[128];
+    uint64_t id = c->auto_demote_id;
+    int rv;
+
+    memset(&args, 0, sizeof args);
+    args.kind = CONS_CHANGE_ASSIGN;
+    args.id = id;
+    args.address = "";
+    args.role = CONS_STANDBY;
+    rv = cons_change_start(&c->change, &args, auto_done, c);
+    if (rv == CONS_CANTCHANGE) {
+        return; /* retried at the next check */
+    }
+    c->auto_demote_id = 0;
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "auto-promotion: demote %llu: %s",
+             (unsigned long long)id, cons_strerror(rv));
+        return;
+    }
+    snprintf(detail, sizeof detail, "demoting lost voter %llu to standby",
+             (unsigned long long)id);
+    decision(c, "demote", detail);
+}
+
+static size_t promote_inputs(struct cons *c, struct cons_promote_member *m)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    struct cons_progress p;
+    size_t n = 0;
+    unsigned i;
+
+    zones_refresh(c);
+    for (i = 0; i < conf->n && n < CONS_MAX_MEMBERS; i++, n++) {
+        progress_of(c, i, &p);
+        m[n].id = conf->servers[i].id;
+        m[n].role = conf->servers[i].role == RAFT_VOTER     ? CONS_VOTER
+                    : conf->servers[i].role == RAFT_STANDBY ? CONS_STANDBY
+                                                            : CONS_SPARE;
+        snprintf(m[n].zone, sizeof m[n].zone, "%s", c->zones[i]);
+        m[n].reachable = p.reachable;
+        m[n].unreachable_ms = p.unreachable_ms;
+        m[n].match_index = p.match_index;
+    }
+    return n;
+}
+
+static void auto_promote(struct cons *c)
+{
+    struct cons_promote_member m[CONS_MAX_MEMBERS];
+    struct cons_promote_settings settings;
+    struct cons_promote_decision d;
+    struct cons_change_args args;
+    uint64_t now = now_ms();
+    int rv;
+
+    if (c->cfg.auto_promote_ms == 0 || !is_ready_leader(c) ||
+        cons_change_busy(&c->change) || now < c->auto_next_ms) {
+        return;
+    }
+    c->auto_next_ms = now + CONS_PROMOTE_CHECK_MS;
+    if (c->auto_demote_id != 0) {
+        auto_demote(c);
+        return;
+    }
+    settings.auto_promote_ms = c->cfg.auto_promote_ms;
+    settings.one_voter_per_zone = c->cfg.one_voter_per_zone;
+    settings.slack = CONS_PROMOTE_SLACK;
+    cons_promote_decide(m, promote_inputs(c, m), c->raft.commit_index,
+                        &settings, &d);
+    if (d.kind == CONS_PROMOTE_NOCANDIDATE) {
+        if (d.demote_id != c->nocandidate_id ||
+            now >= c->nocandidate_logged_ms + CONS_NOCANDIDATE_LOG_MS) {
+            c->nocandidate_id = d.demote_id;
+            c->nocandidate_logged_ms = now;
+            decision(c, "no-candidate", d.detail);
+        }
+        return;
+    }
+    if (d.kind != CONS_PROMOTE_SWAP) {
+        c->nocandidate_id = 0;
+        return;
+    }
+    memset(&args, 0, sizeof args);
+    args.kind = CONS_CHANGE_ASSIGN;
+    args.id = d.promote_id;
+    args.address = "";
+    args.role = CONS_VOTER;
+    rv = cons_change_start(&c->change, &args, auto_done, c);
+    if (rv != 0) {
+        clog(CLOG_WARN, "cons", "auto-promotion: promote %llu: %s",
+             (unsigned long long)d.promote_id, cons_strerror(rv));
+        return;
+    }
+    c->auto_demote_id = d.demote_id;
+    decision(c, "promote", d.detail);
+}
+
 static void timer_cb(uv_timer_t *timer)
 {
     struct cons *c = timer->data;
 
     observe(c);
+    if (c->stopping) {
+        return;
+    }
+    nudge(c);
+    auto_promote(c);
     if (c->parked_head != NULL) {
         redispatch_parked(c);
     }
@@ -670,8 +1040,16 @@ static int raft_configure(struct cons *c)
     size_t i;
     int rv;
 
-    if (c->cfg.n_members == 0) {
-        return 0; /* joining: the leader sends the configuration */
+    for (i = 0; i < c->cfg.n_members; i++) {
+        if (c->members[i].id == c->cfg.id) {
+            break;
+        }
+    }
+    if (i == c->cfg.n_members) {
+        /* Not in the initial configuration: start with whatever the log
+         * holds (nothing on a first start) and let the leader add us. */
+        c->joining = 1;
+        return 0;
     }
     raft_configuration_init(&conf);
     for (i = 0; i < c->cfg.n_members; i++) {
@@ -756,6 +1134,7 @@ static int loop_start(struct cons *c)
         goto err_close_fsm;
     }
     c->raft.data = c;
+    cons_change_init(&c->change, &c->raft);
     rv = raft_configure(c);
     if (rv != 0) {
         goto err_close_raft;
@@ -773,6 +1152,9 @@ static int loop_start(struct cons *c)
              c->address, c->dir, raft_strerror(rv), raft_errmsg(&c->raft));
         rv = rv == RAFT_NOMEM ? CONS_NOMEM : CONS_IOERR;
         goto err_close_raft;
+    }
+    if (c->joining && c->raft.configuration.n == 0) {
+        clog(CLOG_INFO, "cons", "joining: waiting to be added to the cluster");
     }
     return 0;
 
@@ -1006,4 +1388,94 @@ int cons_barrier(struct cons *c,
     w->barrier_cb = cb;
     w->arg = arg;
     return work_post(c, w, wait_ms);
+}
+
+static int change_post(struct cons *c,
+                       enum cons_work_kind kind,
+                       const struct cons_member *m,
+                       unsigned wait_ms,
+                       cons_change_cb cb,
+                       void *arg)
+{
+    struct cons_work *w;
+
+    if (c == NULL || cb == NULL) {
+        return CONS_INVALID;
+    }
+    w = raft_calloc(1, sizeof *w);
+    if (w == NULL) {
+        return CONS_NOMEM;
+    }
+    w->kind = kind;
+    w->member = *m;
+    w->member.raft_address[CONS_ADDRESS_SIZE - 1] = '\0';
+    w->member.zone[CONS_ZONE_SIZE - 1] = '\0';
+    w->change_cb = cb;
+    w->arg = arg;
+    return work_post(c, w, wait_ms);
+}
+
+static int role_valid(enum cons_member_role role)
+{
+    return role == CONS_VOTER || role == CONS_STANDBY || role == CONS_SPARE;
+}
+
+int cons_member_add(struct cons *c,
+                    const struct cons_member *m,
+                    unsigned wait_ms,
+                    cons_change_cb cb,
+                    void *arg)
+{
+    if (m == NULL || m->id == 0 || m->raft_address[0] == '\0' ||
+        !role_valid(m->role)) {
+        return CONS_INVALID;
+    }
+    return change_post(c, CONS_WORK_ADD, m, wait_ms, cb, arg);
+}
+
+int cons_member_assign(struct cons *c,
+                       uint64_t id,
+                       enum cons_member_role role,
+                       unsigned wait_ms,
+                       cons_change_cb cb,
+                       void *arg)
+{
+    struct cons_member m;
+
+    if (id == 0 || !role_valid(role)) {
+        return CONS_INVALID;
+    }
+    memset(&m, 0, sizeof m);
+    m.id = id;
+    m.role = role;
+    return change_post(c, CONS_WORK_ASSIGN, &m, wait_ms, cb, arg);
+}
+
+int cons_member_remove(struct cons *c,
+                       uint64_t id,
+                       unsigned wait_ms,
+                       cons_change_cb cb,
+                       void *arg)
+{
+    struct cons_member m;
+
+    if (id == 0) {
+        return CONS_INVALID;
+    }
+    memset(&m, 0, sizeof m);
+    m.id = id;
+    return change_post(c, CONS_WORK_REMOVE, &m, wait_ms, cb, arg);
+}
+
+int cons_transfer(struct cons *c,
+                  uint64_t id,
+                  unsigned wait_ms,
+                  cons_change_cb cb,
+                  void *arg)
+{
+    struct cons_member m;
+
+    memset(&m, 0, sizeof m);
+    m.id = id;
+    return change_post(c, CONS_WORK_TRANSFER, &m, wait_ms, cb, arg);
 }

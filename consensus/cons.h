@@ -47,6 +47,9 @@ enum {
     CONS_EXISTS = -2011,         /* member id or address already in use */
     CONS_STOREFAIL = -2012,      /* the local store cannot apply (disk full,
                                   * LMDB error): writes are refused */
+    CONS_TIMEOUT = -2013,        /* a change or transfer did not complete:
+                                  * the new member did not catch up, or the
+                                  * transfer target did not take over */
 };
 
 enum cons_member_role { CONS_VOTER = 0, CONS_STANDBY = 1, CONS_SPARE = 2 };
@@ -139,7 +142,10 @@ typedef void (*cons_submit_cb)(void *arg,
  * cons_stop() has begun, CONS_NOMEM, CONS_INVALID. A leader also waits
  * (parked, bounded by @wait_ms) until its post-election barrier has applied.
  * Callback codes: 0, CONS_NOTLEADER, CONS_NOLEADER, CONS_LEADERSHIPLOST,
- * CONS_SHUTDOWN, CONS_IOERR (entry applied but no result for it), CONS_NOMEM.
+ * CONS_SHUTDOWN, CONS_IOERR (entry applied but no result for it), CONS_NOMEM,
+ * CONS_STOREFAIL (the local store failed to apply an entry and has not
+ * recovered: see cons_status.store_failed). A proposal whose entry is the
+ * one the store failed on waits until the store recovers or cons_stop().
  */
 int cons_submit(struct cons *c,
                 Cityops__V1__Command *cmd,
@@ -164,9 +170,18 @@ int cons_barrier(struct cons *c,
  * while another is in flight gets CONS_CANTCHANGE. The callback runs on the
  * loop thread once the new configuration is committed. Any thread. */
 typedef void (*cons_change_cb)(void *arg, int rv, uint64_t leader_id);
+/* Each returns 0 (the callback will run exactly once) or CONS_INVALID,
+ * CONS_NOMEM, CONS_SHUTDOWN (it won't). Callback codes: 0, CONS_NOTLEADER,
+ * CONS_NOLEADER, CONS_CANTCHANGE, CONS_NOTFOUND, CONS_EXISTS (add: id or
+ * address in use; assign: already has that role), CONS_INVALID (transfer to
+ * a non-voter or to itself), CONS_LEADERSHIPLOST, CONS_TIMEOUT,
+ * CONS_SHUTDOWN. */
 
-/* Add a member with @role. A voter or standby is first added as a spare
- * and caught up (snapshot + log) before it is given its role. */
+/* Add a member with @role (m->zone is not used: zones come from
+ * hooks.zone_of). It is added as a spare first; for a voter libraft then
+ * catches it up (snapshot + log) before the configuration names it voter
+ * (CONS_TIMEOUT if it does not answer); a standby is named at once and
+ * catches up as a replica. */
 int cons_member_add(struct cons *c,
                     const struct cons_member *m,
                     unsigned wait_ms,

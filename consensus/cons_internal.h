@@ -43,6 +43,11 @@ struct cons_fsm {
     struct store *store;       /* borrowed */
     struct store_results last; /* results of the latest apply */
     int have_last;
+    /* Store failure episode: set by a failed store_apply_batch(), cleared by
+     * the next successful one. */
+    int store_failed;
+    uint64_t failed_index;
+    char store_error[256];
 };
 
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
@@ -53,7 +58,14 @@ void cons_fsm_close(struct raft_fsm *fsm);
 
 /* queue.c: the proposal queue, the one mutex between caller threads and the
  * loop thread. */
-enum cons_work_kind { CONS_WORK_SUBMIT, CONS_WORK_BARRIER };
+enum cons_work_kind {
+    CONS_WORK_SUBMIT,
+    CONS_WORK_BARRIER,
+    CONS_WORK_ADD,
+    CONS_WORK_ASSIGN,
+    CONS_WORK_REMOVE,
+    CONS_WORK_TRANSFER,
+};
 
 struct cons_work {
     enum cons_work_kind kind;
@@ -61,6 +73,8 @@ struct cons_work {
     uint64_t deadline_ms;      /* uv_hrtime() in ms after which: NOLEADER */
     cons_submit_cb submit_cb;
     cons_barrier_cb barrier_cb;
+    cons_change_cb change_cb;
+    struct cons_member member; /* ADD: the member; others: id and role */
     void *arg;
     struct cons_work *next;
 };
@@ -92,5 +106,93 @@ int cons_queue_is_shut(struct cons_queue *q);
 
 /* Map a libraft code to a consensus code. */
 int cons_from_raft(int rv);
+
+/* change.c: one membership change (or leadership transfer) at a time on one
+ * struct raft. Loop thread. See change.c for the libraft rules it relies on.
+ * cons_change_start() returns 0 (then @done runs exactly once, from
+ * cons_change_tick() or cons_change_abort()) or an error (it won't):
+ * CONS_CANTCHANGE, CONS_NOTLEADER, CONS_NOTFOUND, CONS_EXISTS, CONS_INVALID.
+ * @done gets 0 or CONS_LEADERSHIPLOST, CONS_TIMEOUT, CONS_SHUTDOWN, ...
+ * and the member id (for a transfer with id 0: the one raft picked). */
+enum cons_change_kind {
+    CONS_CHANGE_ADD,
+    CONS_CHANGE_ASSIGN,
+    CONS_CHANGE_REMOVE,
+    CONS_CHANGE_TRANSFER,
+};
+
+struct cons_change_args {
+    enum cons_change_kind kind;
+    uint64_t id;
+    const char *address;        /* ADD */
+    enum cons_member_role role; /* ADD (target role), ASSIGN */
+};
+
+typedef void (*cons_change_done_cb)(void *data, int rv, uint64_t id);
+
+struct cons_change {
+    struct raft *raft;
+    enum cons_change_kind kind;
+    uint64_t id;
+    char address[CONS_ADDRESS_SIZE];
+    int role; /* RAFT_VOTER... target */
+    int step; /* ADD: 0 = raft_add, 1 = raft_assign */
+    int busy;
+    int fired;  /* the raft callback of the current step ran */
+    int status; /* its status */
+    struct raft_change req;
+    struct raft_transfer transfer;
+    cons_change_done_cb done;
+    void *data;
+};
+
+void cons_change_init(struct cons_change *ch, struct raft *r);
+int cons_change_start(struct cons_change *ch,
+                      const struct cons_change_args *args,
+                      cons_change_done_cb done,
+                      void *data);
+/* Take the next step or deliver the completion. Call after libraft ran
+ * (never from inside a libraft callback). @stopping: raft is closing. */
+void cons_change_tick(struct cons_change *ch, int stopping);
+/* After raft_close(): complete a change still pending with CONS_SHUTDOWN. */
+void cons_change_abort(struct cons_change *ch);
+int cons_change_busy(const struct cons_change *ch);
+int cons_role_to_raft(enum cons_member_role role);
+
+/* promote.c: the auto-promotion decision, a pure function of what the
+ * leader sees. */
+struct cons_promote_member {
+    uint64_t id;
+    enum cons_member_role role;
+    char zone[CONS_ZONE_SIZE];
+    int reachable;
+    int64_t unreachable_ms;
+    uint64_t match_index;
+};
+
+struct cons_promote_settings {
+    unsigned auto_promote_ms;
+    int one_voter_per_zone;
+    uint64_t slack; /* a standby within this many entries is caught up */
+};
+
+enum cons_promote_kind {
+    CONS_PROMOTE_NONE = 0,   /* every voter reachable (or not for long) */
+    CONS_PROMOTE_SWAP,       /* promote promote_id, then demote demote_id */
+    CONS_PROMOTE_NOCANDIDATE /* a voter is lost but no standby fits */
+};
+
+struct cons_promote_decision {
+    enum cons_promote_kind kind;
+    uint64_t promote_id;
+    uint64_t demote_id;
+    char detail[256];
+};
+
+void cons_promote_decide(const struct cons_promote_member *members,
+                         size_t n,
+                         uint64_t commit_index,
+                         const struct cons_promote_settings *settings,
+                         struct cons_promote_decision *out);
 
 #endif /* CITYOPS_CONS_INTERNAL_H */

@@ -11,7 +11,19 @@
  * - A failed apply() leaves last_applied where it was; libraft retries the
  *   entry at its next apply pass. store_apply_batch() stores nothing when it
  *   fails, so a retry applies the batch exactly once. Until then this node
- *   applies nothing more: a full or broken disk stops it, on purpose.
+ *   applies nothing more: a full or broken disk stops it, on purpose. We log
+ *   the failure once per episode (same index) and the recovery at INFO;
+ *   cons.c refuses new proposals while store_failed is set.
+ *   Where the next apply pass comes from (replication.c, 0.15): on a leader,
+ *   a local append or an AppendEntries result that advances a match index;
+ *   heartbeat replies that advance nothing return before replicationApply()
+ *   (replicationUpdate), so an idle leader would never retry: cons.c runs a
+ *   barrier every second while failed. On a follower replicationApply() runs only
+ *   when the leader's commit index advances, and a failure returned from the
+ *   heartbeat path (recv_append_entries, n == 0) makes recvCb() convert the
+ *   follower to RAFT_UNAVAILABLE for good: such a follower recovers only
+ *   when it is restarted (cons_stop + cons_start; the log replays and the
+ *   store skips what it holds). cons.c reports that as state UNAVAILABLE.
  * - restore() runs on an InstallSnapshot and at every start that finds a
  *   snapshot. libraft frees the buffer itself when restore() fails, so we free
  *   it only on success.
@@ -19,6 +31,7 @@
  *   snapshot_finalize() frees it once libraft has written it out.
  */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,14 +114,28 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     }
     rv = store_apply_batch(f->store, index, payload, len, &f->last);
     if (rv != 0) {
-        clog(CLOG_ERROR, "cons",
-             "apply %llu: %s: %s (this node stops applying until the store "
-             "accepts the entry)",
-             (unsigned long long)index, store_strerror(rv),
-             store_errmsg(f->store));
         memset(&f->last, 0, sizeof f->last);
         *result = NULL;
+        if (!f->store_failed || f->failed_index != index) {
+            clog(CLOG_ERROR, "cons",
+                 "apply %llu: %s: %s (this node applies nothing more until "
+                 "the store accepts the entry; writes are refused)",
+                 (unsigned long long)index, store_strerror(rv),
+                 store_errmsg(f->store));
+        }
+        snprintf(f->store_error, sizeof f->store_error,
+                 "apply %llu: %s: %s", (unsigned long long)index,
+                 store_strerror(rv), store_errmsg(f->store));
+        f->store_failed = 1;
+        f->failed_index = index;
         return RAFT_IOERR;
+    }
+    if (f->store_failed) {
+        clog(CLOG_INFO, "cons", "store accepts entries again at index %llu",
+             (unsigned long long)index);
+        f->store_failed = 0;
+        f->failed_index = 0;
+        f->store_error[0] = '\0';
     }
     f->have_last = 1;
     *result = &f->last;
