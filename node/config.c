@@ -6,7 +6,10 @@
  *   [storage]  map_size_mb
  *   [server]   write_wait_ms
  *   [cluster]  member = ID RAFT_ADDRESS GRPC_ADDRESS [voter|standby|spare]
- *              (one line per member, this node included)
+ *                       [ZONE]
+ *              (one line per member of the initial cluster; a node that is
+ *              not listed starts empty and joins when it is added),
+ *              auto_promote_ms, one_voter_per_zone
  */
 #include <errno.h>
 #include <ini.h>
@@ -56,15 +59,17 @@ static int parse_member(struct node_config *cfg, const char *value)
     char role[16] = "voter";
     unsigned long long id;
     char id_s[24];
+    char extra[8] = "";
     int n;
 
     if (cfg->n_members >= CONS_MAX_MEMBERS) {
         return -1;
     }
     m = &cfg->members[cfg->n_members];
-    n = sscanf(value, "%23s %63s %63s %15s", id_s, m->raft_address,
-               m->grpc_address, role);
-    if (n < 3 || parse_uint(id_s, UINT64_MAX, &id) != 0 || id == 0) {
+    n = sscanf(value, "%23s %63s %63s %15s %31s %7s", id_s, m->raft_address,
+               m->grpc_address, role, m->zone, extra);
+    if (n < 3 || n > 5 || parse_uint(id_s, UINT64_MAX, &id) != 0 ||
+        id == 0) {
         return -1;
     }
     m->id = id;
@@ -142,6 +147,12 @@ static int handle(void *user, const char *section, const char *key,
         cfg->write_wait_ms = (unsigned)v;
     } else if (IS("cluster", "member")) {
         bad = parse_member(cfg, value);
+    } else if (IS("cluster", "auto_promote_ms")) {
+        bad = parse_uint(value, 3600000, &v) != 0;
+        cfg->auto_promote_ms = (unsigned)v;
+    } else if (IS("cluster", "one_voter_per_zone")) {
+        bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
+        cfg->one_voter_per_zone = strcmp(value, "true") == 0;
     } else {
         snprintf(p->err, p->err_size, "unknown key [%s] %s", section, key);
         p->failed = 1;
@@ -170,7 +181,8 @@ static int check(struct node_config *cfg, char *err, size_t err_size)
     } else if (cfg->raft_address[0] == '\0') {
         missing = "[node] raft_address";
     } else if (cfg->n_members == 0) {
-        missing = "[cluster] member (at least this node)";
+        missing = "[cluster] member (the initial members, or the members of "
+                  "the cluster this node joins)";
     }
     if (missing != NULL) {
         snprintf(err, err_size, "missing %s", missing);

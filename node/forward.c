@@ -31,26 +31,6 @@ static void forward_done(void *arg,
     free(f);
 }
 
-const struct node_member *node_member_find(struct node *n, uint64_t id)
-{
-    for (size_t i = 0; i < n->cfg.n_members; i++) {
-        if (n->cfg.members[i].id == id) {
-            return &n->cfg.members[i];
-        }
-    }
-    return NULL;
-}
-
-struct rpc_channel *node_peer_channel(struct node *n, uint64_t id)
-{
-    for (size_t i = 0; i < n->cfg.n_members; i++) {
-        if (n->cfg.members[i].id == id) {
-            return n->peers[i];
-        }
-    }
-    return NULL;
-}
-
 unsigned node_call_wait_ms(struct rpc_call *call, unsigned cap)
 {
     gpr_timespec deadline = rpc_call_deadline(call);
@@ -113,7 +93,7 @@ void node_answer_not_applied(struct node *n,
                              int rv,
                              uint64_t leader_id)
 {
-    char msg[200];
+    char msg[400];
 
     switch (rv) {
     case CONS_NOTLEADER:
@@ -140,6 +120,15 @@ void node_answer_not_applied(struct node *n,
     case CONS_SHUTDOWN:
         snprintf(msg, sizeof msg, "node is shutting down; retry on another");
         break;
+    case CONS_STOREFAIL: {
+        struct cons_status st;
+        cons_status_get(n->cons, &st);
+        snprintf(msg, sizeof msg,
+                 "node %llu cannot store new entries (%s): free disk space or "
+                 "raise [storage] map_size_mb; writes resume by themselves",
+                 (unsigned long long)n->cfg.id, st.store_error);
+        break;
+    }
     default:
         snprintf(msg, sizeof msg, "%s", cons_strerror(rv));
         break;

@@ -64,10 +64,11 @@ int main(int argc, char **argv)
     clog_set_level((enum clog_level)lv);
     clog_set_name(cfg.name);
 
+    /* A peer that goes away mid-write must not kill the node. */
+    signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     if (node_start(&cfg, &n, &port) != 0) {
@@ -82,7 +83,6 @@ int main(int argc, char **argv)
     clog(CLOG_INFO, "node", "serving gRPC on %s, raft on %s",
          cfg.grpc_address, cfg.raft_address);
 
-    sigdelset(&set, SIGPIPE);
     while (sig != SIGINT && sig != SIGTERM) {
         if (sigwait(&set, &sig) != 0) {
             break;

@@ -69,6 +69,22 @@ static int open_store(struct node *n)
     return 0;
 }
 
+static void hook_zone_of(void *data, uint64_t id, char *zone, size_t size)
+{
+    node_member_zone(data, id, zone, size);
+}
+
+/* The leader changed the membership by itself (auto-promotion): record it. */
+static void hook_decision(void *data, const char *kind, const char *detail)
+{
+    struct node *n = data;
+    char actor[32];
+
+    snprintf(actor, sizeof actor, "leader-%llu",
+             (unsigned long long)n->cfg.id);
+    node_cluster_event(n, actor, CITYOPS__V1__ROLE__ROLE_SYSTEM, kind, detail);
+}
+
 static int start_cons(struct node *n)
 {
     char path[NODE_PATH_SIZE + 16];
@@ -86,6 +102,8 @@ static int start_cons(struct node *n)
         snprintf(members[i].raft_address, sizeof members[i].raft_address,
                  "%s", n->cfg.members[i].raft_address);
         members[i].role = n->cfg.members[i].role;
+        snprintf(members[i].zone, sizeof members[i].zone, "%s",
+                 n->cfg.members[i].zone);
     }
     memset(&cc, 0, sizeof cc);
     cc.id = n->cfg.id;
@@ -99,6 +117,11 @@ static int start_cons(struct node *n)
     cc.snapshot_trailing = n->cfg.snapshot_trailing;
     cc.max_batch = n->cfg.max_batch;
     cc.store = n->store;
+    cc.auto_promote_ms = n->cfg.auto_promote_ms;
+    cc.one_voter_per_zone = n->cfg.one_voter_per_zone;
+    cc.hooks.data = n;
+    cc.hooks.zone_of = hook_zone_of;
+    cc.hooks.decision = hook_decision;
     rv = cons_start(&cc, &n->cons);
     if (rv != 0) {
         clog(CLOG_ERROR, "node", "cannot start raft on %s: %s",
@@ -122,14 +145,6 @@ static int open_peers(struct node *n)
     return 0;
 }
 
-static void close_peers(struct node *n)
-{
-    for (size_t i = 0; i < n->cfg.n_members; i++) {
-        rpc_channel_close(n->peers[i]);
-        n->peers[i] = NULL;
-    }
-}
-
 int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
 {
     struct rpc_server_config sc;
@@ -140,12 +155,12 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
         return NODE_NOMEM;
     }
     n->cfg = *cfg;
+    pthread_mutex_init(&n->book_lock, NULL);
     if (node_member_find(n, cfg->id) == NULL) {
-        clog(CLOG_ERROR, "node",
-             "node %llu is not listed in [cluster] member lines; add it",
+        clog(CLOG_INFO, "node",
+             "node %llu is not among the [cluster] members: it starts empty "
+             "and joins when an operator adds it (cityctl cluster add)",
              (unsigned long long)cfg->id);
-        rv = NODE_CONFIG;
-        goto err_free;
     }
     rv = open_store(n);
     if (rv != 0) {
@@ -162,6 +177,7 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     node_write_methods_add(n);
     node_read_methods_add(n);
     node_status_methods_add(n);
+    node_membership_methods_add(n);
     memset(&sc, 0, sizeof sc);
     sc.address = cfg->grpc_address;
     sc.methods = n->methods;
@@ -175,11 +191,12 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     return 0;
 
 err_close_peers:
-    close_peers(n);
+    node_peers_close(n);
     cons_stop(n->cons);
 err_close_store:
     store_close(n->store);
 err_free:
+    pthread_mutex_destroy(&n->book_lock);
     free(n);
     return rv;
 }
@@ -193,7 +210,8 @@ void node_stop(struct node *n)
     rpc_server_shutdown(n->rpc);
     cons_stop(n->cons);
     rpc_server_destroy(n->rpc, 2000);
-    close_peers(n);
+    node_peers_close(n);
     store_close(n->store);
+    pthread_mutex_destroy(&n->book_lock);
     free(n);
 }

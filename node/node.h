@@ -26,6 +26,7 @@ struct node_member {
     char raft_address[NODE_ADDRESS_SIZE];
     char grpc_address[NODE_ADDRESS_SIZE];
     enum cons_member_role role;
+    char zone[CONS_ZONE_SIZE];
 };
 
 struct node_config {
@@ -42,6 +43,8 @@ struct node_config {
     unsigned max_batch;
     unsigned write_wait_ms; /* bounded wait for a leader on writes */
     size_t map_size;        /* LMDB map size, bytes */
+    unsigned auto_promote_ms; /* standby auto-promotion; 0 = off */
+    int one_voter_per_zone;
     size_t n_members;
     struct node_member members[CONS_MAX_MEMBERS];
 };

@@ -3,6 +3,8 @@
 #ifndef CITYOPS_NODE_INTERNAL_H
 #define CITYOPS_NODE_INTERNAL_H
 
+#include <pthread.h>
+
 #include <grpc/grpc.h>
 
 #include "cityops/v1/cluster.pb-c.h"
@@ -20,6 +22,14 @@ struct node_handler {
     int op; /* write: the Command oneof case; read: which read */
 };
 
+/* A member learned from the replicated address book (added at run time). */
+struct node_book_entry {
+    uint64_t id;
+    char grpc_address[NODE_ADDRESS_SIZE];
+    char zone[CONS_ZONE_SIZE];
+    struct rpc_channel *ch;
+};
+
 struct node {
     struct node_config cfg;
     struct store *store;
@@ -27,6 +37,10 @@ struct node {
     struct rpc_server *rpc;
     /* One channel per member (NULL for this node), by index in cfg.members. */
     struct rpc_channel *peers[CONS_MAX_MEMBERS];
+    /* Members not in cfg.members, filled lazily from the store. */
+    pthread_mutex_t book_lock;
+    struct node_book_entry book[CONS_MAX_MEMBERS];
+    size_t n_book;
     struct rpc_method methods[NODE_MAX_METHODS];
     struct node_handler handlers[NODE_MAX_METHODS];
     size_t n_methods;
@@ -37,9 +51,23 @@ struct node {
 grpc_status_code node_status_from_err(int rv);
 grpc_status_code node_status_from_result(Cityops__V1__ResultCode code);
 
-/* Channel to member @id, or NULL if unknown or this node. */
+/* Channel to member @id, or NULL if unknown or this node. Members not in
+ * the config are looked up in the replicated address book. Any thread. */
 struct rpc_channel *node_peer_channel(struct node *n, uint64_t id);
+/* The config's entry for member @id, or NULL. */
 const struct node_member *node_member_find(struct node *n, uint64_t id);
+/* gRPC address / zone of member @id from the config or the address book;
+ * "" if unknown. Any thread. */
+void node_member_grpc(struct node *n, uint64_t id, char *buf, size_t size);
+void node_member_zone(struct node *n, uint64_t id, char *buf, size_t size);
+void node_peers_close(struct node *n);
+
+/* Propose a membership event record (fire and forget). Any thread. */
+void node_cluster_event(struct node *n,
+                        const char *actor,
+                        Cityops__V1__Role role,
+                        const char *kind,
+                        const char *detail);
 
 /* Milliseconds left until the call's deadline, clamped to [1, cap]. */
 unsigned node_call_wait_ms(struct rpc_call *call, unsigned cap);
@@ -65,9 +93,11 @@ void node_method_add(struct node *n,
                      rpc_handler_fn handler,
                      int op);
 
-/* Register the methods of each file: rpc_write.c, rpc_read.c, rpc_status.c */
+/* Register the methods of each file: rpc_write.c, rpc_read.c, rpc_status.c,
+ * rpc_membership.c. */
 void node_write_methods_add(struct node *n);
 void node_read_methods_add(struct node *n);
 void node_status_methods_add(struct node *n);
+void node_membership_methods_add(struct node *n);
 
 #endif /* CITYOPS_NODE_INTERNAL_H */

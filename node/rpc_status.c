@@ -17,9 +17,13 @@
 #include "node_internal.h"
 
 #define STATUS_FANOUT_MS 1000
+#define STATUS_EVENTS 10
 
 struct status_slot {
     Cityops__V1__NodeStatus ns;
+    char grpc[NODE_ADDRESS_SIZE];
+    char zone[CONS_ZONE_SIZE];
+    char store_error[256];
     Cityops__V1__StatusResponse *remote; /* unpacked answer, owns strings */
     char error[160];
     char digest[2 * STORE_DIGEST_SIZE + 1];
@@ -34,6 +38,8 @@ struct status_agg {
     Cityops__V1__NodeStatus *ptrs[CONS_MAX_MEMBERS];
     struct cons_status cs;
     int with_digest;
+    Cityops__V1__ClusterEvent **events;
+    size_t n_events;
 };
 
 static Cityops__V1__RaftState raft_state(enum cons_state s)
@@ -76,6 +82,8 @@ static void fill_local(struct node *n,
     ns->grpc_address = n->cfg.grpc_address;
     ns->raft_address = n->cfg.raft_address;
     ns->reachable = 1;
+    node_member_zone(n, n->cfg.id, slot->zone, sizeof slot->zone);
+    ns->zone = slot->zone;
     ns->state = raft_state(cs->state);
     ns->term = cs->term;
     ns->commit_index = cs->commit_index;
@@ -83,6 +91,12 @@ static void fill_local(struct node *n,
     ns->last_log_index = cs->last_log_index;
     ns->leader_id = cs->leader_id;
     ns->case_count = store_case_count(n->store);
+    ns->snapshot_index = cs->snapshot_index;
+    if (cs->store_failed) {
+        snprintf(slot->store_error, sizeof slot->store_error, "%s",
+                 cs->store_error);
+        ns->store_error = slot->store_error;
+    }
     for (size_t i = 0; i < cs->n_members; i++) {
         if (cs->members[i].id == n->cfg.id) {
             ns->member_role = member_role(cs->members[i].role);
@@ -100,10 +114,13 @@ static void fill_local(struct node *n,
 static void agg_finish(struct status_agg *a)
 {
     Cityops__V1__StatusResponse resp = CITYOPS__V1__STATUS_RESPONSE__INIT;
-    const struct node_member *leader = node_member_find(a->n, a->cs.leader_id);
+    char leader[NODE_ADDRESS_SIZE];
 
+    node_member_grpc(a->n, a->cs.leader_id, leader, sizeof leader);
     resp.leader_id = a->cs.leader_id;
-    resp.leader_address = leader != NULL ? (char *)leader->grpc_address : "";
+    resp.leader_address = leader;
+    resp.events = a->events;
+    resp.n_events = a->n_events;
     resp.term = a->cs.term;
     resp.answered_by = a->n->cfg.id;
     for (size_t i = 0; i < a->n_nodes; i++) {
@@ -118,6 +135,10 @@ static void agg_finish(struct status_agg *a)
                                                         NULL);
         }
     }
+    for (size_t i = 0; i < a->n_events; i++) {
+        cityops__v1__cluster_event__free_unpacked(a->events[i], NULL);
+    }
+    free(a->events);
     free(a);
 }
 
@@ -147,6 +168,9 @@ static void remote_done(void *arg,
         slot->ns.grpc_address = keep.grpc_address;
         slot->ns.raft_address = keep.raft_address;
         slot->ns.member_role = keep.member_role;
+        slot->ns.zone = keep.zone;
+        slot->ns.match_index = keep.match_index;
+        slot->ns.unreachable_ms = keep.unreachable_ms;
         slot->ns.reachable = 1;
     } else {
         if (r != NULL) {
@@ -230,18 +254,29 @@ static void status_handle(struct rpc_call *call,
         fill_local(n, &a->cs, &a->slots[0], req->with_digest);
         a->n_nodes = 1;
     } else {
+        if (store_cluster_events(n->store, STATUS_EVENTS, &a->events,
+                                 &a->n_events) != 0) {
+            a->n_events = 0;
+        }
         for (size_t i = 0; i < a->cs.n_members; i++) {
             const struct cons_member *m = &a->cs.members[i];
-            const struct node_member *nm = node_member_find(n, m->id);
             struct status_slot *slot = &a->slots[i];
             cityops__v1__node_status__init(&slot->ns);
+            node_member_grpc(n, m->id, slot->grpc, sizeof slot->grpc);
+            snprintf(slot->zone, sizeof slot->zone, "%s", m->zone);
             slot->ns.id = m->id;
             slot->ns.raft_address = (char *)m->raft_address;
-            slot->ns.grpc_address = nm != NULL ? (char *)nm->grpc_address : "";
+            slot->ns.grpc_address = slot->grpc;
+            slot->ns.zone = slot->zone;
             slot->ns.member_role = member_role(m->role);
+            if (a->cs.state == CONS_STATE_LEADER) {
+                slot->ns.match_index = a->cs.progress[i].match_index;
+                slot->ns.unreachable_ms = a->cs.progress[i].unreachable_ms;
+            }
             if (m->id == n->cfg.id) {
                 fill_local(n, &a->cs, slot, req->with_digest);
                 slot->ns.member_role = member_role(m->role);
+                slot->ns.grpc_address = slot->grpc;
             } else {
                 ask_member(a, slot, m);
             }

@@ -12,7 +12,16 @@ grpc_status_code node_status_from_err(int rv)
     case CONS_SHUTDOWN:
         return GRPC_STATUS_UNAVAILABLE;
     case CONS_TOOBIG:
+    case CONS_STOREFAIL:
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case CONS_CANTCHANGE:
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case CONS_NOTFOUND:
+        return GRPC_STATUS_NOT_FOUND;
+    case CONS_EXISTS:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case CONS_TIMEOUT:
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
     case CONS_INVALID:
     case STORE_INVALID:
         return GRPC_STATUS_INVALID_ARGUMENT;

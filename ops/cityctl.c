@@ -49,6 +49,10 @@ static const struct opt_spec opt_specs[] = {
     {"reason", 1},
     {"condition", 1},
     {"into", 1},
+    {"raft", 1},
+    {"grpc", 1},
+    {"as", 1},
+    {"zone", 1},
     {"dept", 1},
     {"level", 1},
     {"deadline", 1},
@@ -138,6 +142,13 @@ static const char usage_text[] =
     "  case history ID\n"
     "\n"
     "Cluster commands:\n"
+    "  cluster add ID --raft H:P --grpc H:P [--as voter|standby|spare]\n"
+    "              [--zone Z]                 add a member (it joins empty and\n"
+    "                                         catches up)           [admin]\n"
+    "  cluster remove ID                      remove a member       [admin]\n"
+    "  cluster promote ID [--to voter|standby]                      [admin]\n"
+    "  cluster demote ID [--to standby|spare]                       [admin]\n"
+    "  cluster transfer-leader [ID]           hand leadership over  [admin]\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "
     "* = leader\n"
     "\n"
