@@ -60,7 +60,8 @@ class Node:
         self.cluster = cluster
         self.id = nid
         self.grpc = "127.0.0.1:%d" % grpc_port
-        self.raft = "127.0.0.1:%d" % raft_port
+        self.raft = "127.0.0.1:%d" % raft_port   # where it listens
+        self.member_raft = self.raft   # what the others dial (maybe a proxy)
         self.dir = os.path.join(cluster.dir, "n%d" % nid)
         self.config = os.path.join(cluster.dir, "n%d.ini" % nid)
         self.log = os.path.join(cluster.dir, "n%d.log" % nid)
@@ -84,11 +85,13 @@ class Node:
             "[cluster]",
         ]
         for m in members:
-            lines.append("member = %d %s %s" % (m.id, m.raft, m.grpc))
+            lines.append("member = %d %s %s" % (m.id, m.member_raft, m.grpc))
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n" + extra)
 
     def start(self):
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [CITYOPSD, "--config", self.config],
@@ -112,6 +115,7 @@ class Node:
 
     def stop(self):
         if self.alive():
+            self.proc.send_signal(signal.SIGCONT)   # in case it was stopped
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
@@ -130,11 +134,20 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, n=3, extra=""):
+    """n nodes; with proxied=True every member raft address is a NetProxy
+    listener (self.net) forwarding to the node, so tests can partition."""
+
+    def __init__(self, n=3, extra="", proxied=False):
         self.dir = tempfile.mkdtemp(prefix="cityops-it-")
         ports = free_ports(2 * n)
         self.nodes = [Node(self, i + 1, ports[2 * i], ports[2 * i + 1])
                       for i in range(n)]
+        self.net = None
+        if proxied:
+            from netproxy import NetProxy
+            self.net = NetProxy()
+            for node in self.nodes:
+                node.member_raft = self.net.add(node.id, node.raft)
         for node in self.nodes:
             node.write_config(self.nodes, extra)
 
@@ -150,8 +163,12 @@ class Cluster:
         return self
 
     def close(self, keep=False):
-        for node in self.nodes:
-            node.stop()
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            if self.net is not None:
+                self.net.stop()
         if keep and os.environ.get("CITYOPS_KEEP"):
             print("kept", self.dir)
             return
