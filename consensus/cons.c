@@ -1122,10 +1122,13 @@ static int loop_start(struct cons *c)
         rv = CONS_IOERR;
         goto err_close_transport;
     }
+    /* io version 2 provides async_work: snapshots copy off the loop. */
+    c->io.version = 2;
     rv = cons_fsm_init(&c->fsm, &c->raft, c->cfg.store);
     if (rv != 0) {
         goto err_close_io;
     }
+    cons_fsm_set_async(&c->fsm);
     rv = raft_init(&c->raft, &c->io, &c->fsm, c->cfg.id, c->address);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "raft init %s: %s: %s", c->dir,

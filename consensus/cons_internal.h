@@ -48,11 +48,16 @@ struct cons_fsm {
     int store_failed;
     uint64_t failed_index;
     char store_error[256];
+    int async; /* version 3: the copy is made on the libuv threadpool */
 };
 
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
  * yet: only its address is kept. Returns 0 or CONS_NOMEM. */
 int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
+/* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
+ * (io->async_work; the uv io must be version 2). Not for the fixture, which
+ * has no async work. */
+void cons_fsm_set_async(struct raft_fsm *fsm);
 /* Release what cons_fsm_init() allocated and the last results. */
 void cons_fsm_close(struct raft_fsm *fsm);
 

@@ -27,8 +27,15 @@
  * - restore() runs on an InstallSnapshot and at every start that finds a
  *   snapshot. libraft frees the buffer itself when restore() fails, so we free
  *   it only on success.
- * - Snapshots are version 2: the buffer is storage's malloc'd copy and
- *   snapshot_finalize() frees it once libraft has written it out.
+ * - Snapshots: the buffer is storage's malloc'd copy and snapshot_finalize()
+ *   frees it once libraft has written it out. Under the uv io the fsm is
+ *   version 3: snapshot() only marks the point, snapshot_async() makes the
+ *   copy on the libuv threadpool while the loop keeps applying, so the copy
+ *   may hold state past the snapshot's index. That is safe because the copy
+ *   carries its own applied index: a node that installs it skips the entries
+ *   it already contains when libraft replays them (store_apply_batch skips
+ *   every index <= the stored one). A large store no longer stalls the loop
+ *   (and with it heartbeats) while it is copied.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -142,10 +149,11 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     return 0;
 }
 
-static int
-fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+/* Copy the store into one raft buffer (any thread). */
+static int snapshot_copy(struct cons_fsm *f,
+                         struct raft_buffer *bufs[],
+                         unsigned *n_bufs)
 {
-    struct cons_fsm *f = fsm->data;
     struct raft_buffer *array;
     void *data;
     size_t len;
@@ -168,13 +176,45 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     array[0].len = len;
     *bufs = array;
     *n_bufs = 1;
-    clog(CLOG_INFO, "cons", "snapshot at index %llu (%zu bytes)",
-         (unsigned long long)raft_last_applied(f->raft), len);
     return 0;
 
 err_free_array:
     raft_free(array);
 err:
+    return rv;
+}
+
+static int
+fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cons_fsm *f = fsm->data;
+    int rv;
+
+    if (f->async) {
+        /* The copy is made by fsm_snapshot_async() on the threadpool. */
+        *bufs = NULL;
+        *n_bufs = 0;
+        return 0;
+    }
+    rv = snapshot_copy(f, bufs, n_bufs);
+    if (rv == 0) {
+        clog(CLOG_INFO, "cons", "snapshot at index %llu (%zu bytes)",
+             (unsigned long long)raft_last_applied(f->raft), (*bufs)[0].len);
+    }
+    return rv;
+}
+
+/* libuv threadpool: no raft calls here, only the store's read-only copy. */
+static int fsm_snapshot_async(struct raft_fsm *fsm,
+                              struct raft_buffer *bufs[],
+                              unsigned *n_bufs)
+{
+    struct cons_fsm *f = fsm->data;
+    int rv = snapshot_copy(f, bufs, n_bufs);
+
+    if (rv == 0) {
+        clog(CLOG_INFO, "cons", "snapshot copied (%zu bytes)", (*bufs)[0].len);
+    }
     return rv;
 }
 
@@ -252,6 +292,15 @@ int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store)
     fsm->restore = fsm_restore;
     fsm->snapshot_finalize = fsm_snapshot_finalize;
     return 0;
+}
+
+void cons_fsm_set_async(struct raft_fsm *fsm)
+{
+    struct cons_fsm *f = fsm->data;
+
+    f->async = 1;
+    fsm->version = 3;
+    fsm->snapshot_async = fsm_snapshot_async;
 }
 
 void cons_fsm_close(struct raft_fsm *fsm)
