@@ -44,6 +44,7 @@
 
 #define CONS_PARK_CHECK_MS 50
 #define CONS_NUDGE_MS 1000      /* barrier period while the store fails */
+#define CONS_STEPDOWN_MS 5000   /* retry period of a failing leader's hand-over */
 #define CONS_PROMOTE_CHECK_MS 500
 #define CONS_PROMOTE_SLACK 64   /* entries a standby may lag and be promoted */
 #define CONS_NOCANDIDATE_LOG_MS 30000
@@ -101,6 +102,9 @@ struct cons {
     /* Store failure: the nudge barrier in flight, and when the next one. */
     int nudge_inflight;
     uint64_t nudge_next_ms;
+    /* Store failure on a leader: hand leadership to a healthy voter. */
+    int stepdown_inflight;
+    uint64_t stepdown_next_ms;
 
     /* Start handshake. */
     pthread_mutex_t start_mutex;
@@ -887,6 +891,49 @@ static void nudge(struct cons *c)
     c->nudge_inflight = 1;
 }
 
+static void step_down_cb(struct raft_transfer *req)
+{
+    struct cons *c = req->data;
+
+    c->stepdown_inflight = 0;
+    raft_free(req);
+}
+
+/* A leader whose store refuses entries cannot commit anything for clients:
+ * hand leadership to the most up-to-date voter so that the cluster keeps
+ * taking writes while this node waits for space. */
+static void step_down(struct cons *c)
+{
+    struct raft_transfer *req;
+    uint64_t now = now_ms();
+    unsigned voters = 0;
+
+    if (!store_failed(c) || c->stepdown_inflight ||
+        now < c->stepdown_next_ms || raft_state(&c->raft) != RAFT_LEADER ||
+        cons_change_busy(&c->change)) {
+        return;
+    }
+    for (unsigned i = 0; i < c->raft.configuration.n; i++) {
+        voters += c->raft.configuration.servers[i].role == RAFT_VOTER;
+    }
+    if (voters < 2) {
+        return;
+    }
+    c->stepdown_next_ms = now + CONS_STEPDOWN_MS;
+    req = raft_malloc(sizeof *req);
+    if (req == NULL) {
+        return;
+    }
+    req->data = c;
+    if (raft_transfer(&c->raft, req, 0, step_down_cb) != 0) {
+        raft_free(req);
+        return;
+    }
+    c->stepdown_inflight = 1;
+    clog(CLOG_WARN, "cons",
+         "store refuses entries: handing leadership to another voter");
+}
+
 static void decision(struct cons *c, const char *kind, const char *detail)
 {
     clog(CLOG_INFO, "cons", "auto-promotion %s: %s", kind, detail);
@@ -1016,6 +1063,7 @@ static void timer_cb(uv_timer_t *timer)
         return;
     }
     nudge(c);
+    step_down(c);
     auto_promote(c);
     if (c->parked_head != NULL) {
         redispatch_parked(c);

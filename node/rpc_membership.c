@@ -110,6 +110,12 @@ static void change_done(void *arg, int rv, uint64_t leader_id)
         rpc_call_fail(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
         break;
     case CONS_INVALID:
+        if (c->op == OP_TRANSFER && c->id == c->n->cfg.id) {
+            snprintf(msg, sizeof msg, "member %llu already leads",
+                     (unsigned long long)c->id);
+            change_reply(c, msg);
+            break;
+        }
         snprintf(msg, sizeof msg, "%s: refused by raft (%s)", c->detail,
                  cons_strerror(rv));
         rpc_call_fail(c->call, GRPC_STATUS_FAILED_PRECONDITION, msg);
