@@ -67,7 +67,7 @@ struct cons {
     uv_async_t async;
     uv_timer_t timer;
     uv_check_t check;
-    struct raft_uv_transport transport;
+    struct cons_transport transport;
     struct raft_io io;
     struct raft_fsm fsm;
     struct raft raft;
@@ -810,7 +810,7 @@ static void loop_raft_close_cb(struct raft *r)
     cons_change_tick(&c->change, 1);
     cons_change_abort(&c->change);
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    cons_transport_close(&c->transport);
     cons_fsm_close(&c->fsm);
     uv_close((uv_handle_t *)&c->async, handle_close_cb);
     uv_close((uv_handle_t *)&c->timer, handle_close_cb);
@@ -1137,7 +1137,7 @@ static void close_cb_after_failed_start(struct raft *r)
     struct cons *c = r->data;
 
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    cons_transport_close(&c->transport);
 }
 
 /* Everything up to raft_start(). On failure the loop is closed again. */
@@ -1157,13 +1157,13 @@ static int loop_start(struct cons *c)
         goto err_close_loop;
     }
     c->async.data = c;
-    rv = raft_uv_tcp_init(&c->transport, &c->loop);
+    rv = cons_transport_init(&c->transport, &c->loop);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "raft transport: %s", raft_strerror(rv));
         rv = cons_from_raft(rv);
         goto err_close_async;
     }
-    rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport);
+    rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport.t);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "raft log %s: %s: %s", c->dir,
              raft_strerror(rv), c->io.errmsg);
@@ -1221,7 +1221,7 @@ err_close_fsm:
 err_close_io:
     raft_uv_close(&c->io);
 err_close_transport:
-    raft_uv_tcp_close(&c->transport);
+    cons_transport_close(&c->transport);
 err_close_async:
     uv_close((uv_handle_t *)&c->async, handle_close_cb);
     uv_run(&c->loop, UV_RUN_DEFAULT);

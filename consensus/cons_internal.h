@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <raft.h>
+#include <raft/uv.h>
 
 #include "consensus/cons.h"
 
@@ -54,6 +55,21 @@ struct cons_fsm {
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
  * yet: only its address is kept. Returns 0 or CONS_NOMEM. */
 int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
+/* libraft's TCP transport with TCP_NODELAY on every connection
+ * (transport.c). t must stay the first member. */
+struct cons_transport {
+    struct raft_uv_transport t;
+    int (*tcp_listen)(struct raft_uv_transport *t, raft_uv_accept_cb cb);
+    int (*tcp_connect)(struct raft_uv_transport *t,
+                       struct raft_uv_connect *req,
+                       raft_id id,
+                       const char *address,
+                       raft_uv_connect_cb cb);
+    raft_uv_accept_cb user_accept;
+};
+int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
+void cons_transport_close(struct cons_transport *ct);
+
 /* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
  * (io->async_work; the uv io must be version 2). Not for the fixture, which
  * has no async work. */

@@ -230,14 +230,10 @@ static void ask_member(struct status_agg *a,
     }
 }
 
-static void status_handle(struct rpc_call *call,
-                          const ProtobufCMessage *msg,
-                          void *data)
+static void status_run(struct node *n, struct rpc_call *call)
 {
-    const struct node_handler *h = data;
     const Cityops__V1__StatusRequest *req =
-        (const Cityops__V1__StatusRequest *)msg;
-    struct node *n = h->n;
+        (const Cityops__V1__StatusRequest *)rpc_call_request(call);
     struct status_agg *a = calloc(1, sizeof *a);
 
     if (a == NULL) {
@@ -285,6 +281,54 @@ static void status_handle(struct rpc_call *call,
     }
     if (--a->pending == 0) {
         agg_finish(a);
+    }
+}
+
+struct status_wait {
+    struct node *n;
+    struct rpc_call *call;
+};
+
+static void status_after_barrier(void *arg, int rv, uint64_t leader_id)
+{
+    struct status_wait *w = arg;
+
+    if (rv != 0) {
+        node_answer_not_applied(w->n, w->call, rv, leader_id);
+    } else {
+        status_run(w->n, w->call);
+    }
+    free(w);
+}
+
+/* STALE (the default): this node's view at once. LINEARIZABLE or a
+ * min_index not applied here yet: the leader's view after a barrier (a
+ * follower forwards the call). */
+static void status_handle(struct rpc_call *call,
+                          const ProtobufCMessage *msg,
+                          void *data)
+{
+    const struct node_handler *h = data;
+    struct status_wait *w;
+    int rv;
+
+    if (!node_read_needs_barrier(h->n, msg)) {
+        status_run(h->n, call);
+        return;
+    }
+    w = malloc(sizeof *w);
+    if (w == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->n = h->n;
+    w->call = call;
+    rv = cons_barrier(h->n->cons,
+                      node_call_wait_ms(call, h->n->cfg.write_wait_ms),
+                      status_after_barrier, w);
+    if (rv != 0) {
+        free(w);
+        node_answer_not_applied(h->n, call, rv, 0);
     }
 }
 

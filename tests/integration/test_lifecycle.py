@@ -54,6 +54,22 @@ class LifecycleTest(unittest.TestCase):
             self.assertTrue(n.get("reachable"), n)
             self.assertEqual(n.get("member_role"), "MEMBER_ROLE_VOTER")
 
+    def test_linearizable_status_is_answered_by_the_leader(self):
+        st = self.ctl("--consistency", "linearizable", "cluster", "status")
+        self.assertEqual(int(st["answered_by"]), self.leader.id)
+        st = self.ctl("cluster", "status")   # stale: the node asked
+        self.assertEqual(int(st["answered_by"]), self.follower.id)
+
+    def test_read_your_writes_with_min_index_on_a_follower(self):
+        r = self.c.ctl("case", "report", "--type", "event", "--major", "01",
+                       "--minor", "01", "--desc", "ryw",
+                       endpoints=self.leader.grpc)
+        idx = str(r["applied_index"])
+        got = self.ctl("--consistency", "stale", "--min-index", idx, "case",
+                       "get", str(r["case"]["case_id"]))
+        self.assertGreaterEqual(int(got["applied_index"]), int(idx))
+        self.assertEqual(got["case"]["description"], "ryw")
+
     def test_case_goes_through_its_whole_lifecycle_via_a_follower(self):
         case = self.report()
         cid = str(case["case_id"])
