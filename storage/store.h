@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cityops/v1/audit.pb-c.h"
 #include "cityops/v1/case.pb-c.h"
 #include "cityops/v1/cases.pb-c.h"
 #include "cityops/v1/cluster.pb-c.h"
@@ -132,6 +133,61 @@ int store_cluster_events(struct store *s,
 int store_digest(struct store *s,
                  uint8_t out[STORE_DIGEST_SIZE],
                  uint64_t *applied);
+
+/* --- audit trail (audit.c) ---
+ *
+ * store_apply_batch() appends one AuditRecord per command it applies, in the
+ * same transaction, refused commands and replayed retries included, with the
+ * SHA-256 of the target's stored value before and after. The trail is never
+ * rewritten. A `checkpoint` command stores an unsigned tree head at the
+ * current size; a `checkpoint_signature` command attaches a signature that
+ * apply verifies (Ed25519 over the canonical message in audit.proto) and
+ * refuses if it does not match the stored head. */
+
+#define STORE_HASH_SIZE 32
+
+/* Records in the trail and the chain head (hash of the last record; zeros
+ * when empty). */
+int store_audit_head(struct store *s,
+                     uint64_t *size,
+                     uint8_t head[STORE_HASH_SIZE]);
+
+/* Records matching @req in seq order (see AuditListRequest). *out is
+ * malloc'd by protobuf-c (cityops__v1__audit_list_response__free_unpacked). */
+int store_audit_list(struct store *s,
+                     const Cityops__V1__AuditListRequest *req,
+                     Cityops__V1__AuditListResponse **out);
+
+/* The checkpoint of @tree_size (0: the latest, signed or not). */
+int store_checkpoint_get(struct store *s,
+                         uint64_t tree_size,
+                         Cityops__V1__Checkpoint **out);
+/* Every checkpoint, oldest first; caller frees with
+ * cityops__v1__checkpoint_list__free_unpacked. */
+int store_checkpoint_list(struct store *s, Cityops__V1__CheckpointList **out);
+
+/* RFC 6962 Merkle tree head over records [0, tree_size). */
+int store_audit_root(struct store *s,
+                     uint64_t tree_size,
+                     uint8_t root[STORE_HASH_SIZE]);
+/* RFC 6962 audit path of record @seq in the tree of @tree_size, and the
+ * record itself. Caller frees *out. STORE_INVALID if seq >= tree_size or
+ * tree_size exceeds the trail. */
+int store_audit_inclusion(struct store *s,
+                          uint64_t seq,
+                          uint64_t tree_size,
+                          Cityops__V1__InclusionProofResponse **out);
+/* RFC 6962 consistency proof between tree sizes @first <= @second. */
+int store_audit_consistency(struct store *s,
+                            uint64_t first,
+                            uint64_t second,
+                            Cityops__V1__ConsistencyProofResponse **out);
+
+/* The message a checkpoint signature covers (see audit.proto); @out must
+ * hold STORE_CHECKPOINT_MSG_SIZE bytes. */
+#define STORE_CHECKPOINT_MSG_SIZE (21 + 8 + STORE_HASH_SIZE + 8)
+void store_checkpoint_message(const Cityops__V1__Checkpoint *cp,
+                              uint8_t out[STORE_CHECKPOINT_MSG_SIZE]);
 
 /* Snapshot: a consistent compact copy of the environment, prefixed by a
  * header (magic, version, applied index). On success *buf is malloc'd and the
