@@ -10,6 +10,11 @@
  * De-duplication: a command with a client_id and seq > 0 stores (seq,
  * result) under sessions[client_id]. The same seq again returns the stored
  * result and applies nothing; a lower seq is refused as ALREADY_EXISTS.
+ *
+ * Audit: every command of a decoded batch appends one AuditRecord (audit.c)
+ * in the batch's transaction but outside the command's nested one, so
+ * refusals and replayed retries are recorded too. An undecodable batch has
+ * no command and records nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +116,7 @@ static int command_run(struct store *s,
                        MDB_txn *txn,
                        uint64_t index,
                        const Cityops__V1__Command *cmd,
+                       struct audit_tree *tree,
                        Cityops__V1__CommandResult *res)
 {
     MDB_txn *child;
@@ -124,6 +130,8 @@ static int command_run(struct store *s,
     }
     if (cluster_op(cmd)) {
         rv = cluster_apply(s, child, index, cmd, res);
+    } else if (audit_op(cmd)) {
+        rv = audit_apply(s, child, index, cmd, tree, res);
     } else {
         rv = case_fsm_apply(s, child, index, cmd, res);
     }
@@ -139,11 +147,14 @@ static int command_run(struct store *s,
     return 0;
 }
 
+/* Apply @cmd; *replayed = 1 if its result came from the session cache. */
 static int command_apply(struct store *s,
                          MDB_txn *txn,
                          uint64_t index,
                          const Cityops__V1__Command *cmd,
-                         Cityops__V1__CommandResult **out)
+                         struct audit_tree *tree,
+                         Cityops__V1__CommandResult **out,
+                         int *replayed)
 {
     Cityops__V1__CommandResult *res;
     const char *client = cmd->client_id != NULL ? cmd->client_id : "";
@@ -159,6 +170,7 @@ static int command_apply(struct store *s,
                           (unsigned long long)index);
     }
     res->index = index;
+    *replayed = 0;
     if (keyed && strlen(client) > STORE_MAX_ID) {
         rv = result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
                          "client_id too long");
@@ -178,6 +190,7 @@ static int command_apply(struct store *s,
             return store_errf(s, STORE_CORRUPT, "decode session/%s", client);
         }
         *out = res;
+        *replayed = 1;
         return 0;
     }
     if (keyed && cmd->seq < last_seq) {
@@ -187,7 +200,7 @@ static int command_apply(struct store *s,
                          msg);
         goto done;
     }
-    rv = command_run(s, txn, index, cmd, res);
+    rv = command_run(s, txn, index, cmd, tree, res);
     if (rv != 0) {
         goto err_free_result;
     }
@@ -210,12 +223,37 @@ err_free_result:
     return rv;
 }
 
+/* Apply one command and append its audit record. */
+static int command_audited(struct store *s,
+                           MDB_txn *txn,
+                           uint64_t index,
+                           const Cityops__V1__Command *cmd,
+                           struct audit_tree *tree,
+                           Cityops__V1__CommandResult **out)
+{
+    struct audit_target target;
+    int replayed;
+    int rv;
+
+    rv = audit_target_begin(s, txn, index, cmd, tree, &target);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = command_apply(s, txn, index, cmd, tree, out, &replayed);
+    if (rv != 0) {
+        return rv;
+    }
+    /* *out stays in the caller's results, freed with them on failure. */
+    return audit_append(s, txn, index, cmd, tree, &target, *out, replayed);
+}
+
 static int batch_apply(struct store *s,
                        MDB_txn *txn,
                        uint64_t index,
                        const Cityops__V1__CommandBatch *batch,
                        struct store_results *out)
 {
+    struct audit_tree tree;
     uint64_t last_time;
     int rv;
 
@@ -230,19 +268,31 @@ static int batch_apply(struct store *s,
                               (unsigned long long)index);
         }
     }
+    rv = audit_tree_load(s, txn, &tree);
+    if (rv != 0) {
+        return rv;
+    }
     for (size_t i = 0; i < batch->n_commands; i++) {
         const Cityops__V1__Command *cmd = batch->commands[i];
 
-        rv = command_apply(s, txn, index, cmd, &out->results[i]);
-        if (rv != 0) {
-            return rv;
+        rv = command_audited(s, txn, index, cmd, &tree, &out->results[i]);
+        if (out->results[i] != NULL) {
+            out->n = i + 1;
         }
-        out->n = i + 1;
+        if (rv != 0) {
+            goto out_release_tree;
+        }
         if (cmd->time > (int64_t)last_time) {
             last_time = (uint64_t)cmd->time;
         }
     }
-    return store_meta_put(s, txn, STORE_META_LAST_TIME, last_time);
+    rv = audit_tree_save(s, txn, &tree);
+    if (rv == 0) {
+        rv = store_meta_put(s, txn, STORE_META_LAST_TIME, last_time);
+    }
+out_release_tree:
+    audit_tree_release(&tree);
+    return rv;
 }
 
 int store_apply_batch(struct store *s,

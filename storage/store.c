@@ -40,6 +40,9 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_SESSIONS] = "sessions",
     [STORE_DB_MEMBERS] = "members",
     [STORE_DB_CLUSTER_EVENTS] = "cluster_events",
+    [STORE_DB_AUDIT] = "audit",
+    [STORE_DB_CHECKPOINTS] = "checkpoints",
+    [STORE_DB_AUDIT_TREE] = "audit_tree",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)

@@ -5,7 +5,7 @@
  * - One environment per node, in one directory. Named databases (keys are
  *   big-endian so that cursors iterate in order): meta, cases, case_events,
  *   idx_state, idx_dept, idx_grid, idx_category, idx_reported, sessions,
- *   members, cluster_events.
+ *   members, cluster_events, audit, checkpoints, audit_tree.
  * - store_apply_batch() applies one Raft entry (a packed CommandBatch) in one
  *   write transaction that also records the entry's index. It reads only the
  *   batch and the database: no clock, no randomness. Business errors (illegal
@@ -142,7 +142,23 @@ int store_digest(struct store *s,
  * rewritten. A `checkpoint` command stores an unsigned tree head at the
  * current size; a `checkpoint_signature` command attaches a signature that
  * apply verifies (Ed25519 over the canonical message in audit.proto) and
- * refuses if it does not match the stored head. */
+ * refuses if it does not match the stored head.
+ *
+ * Record fields: operation is the Command oneof's proto field name
+ * ("report", "return", "member_set", "checkpoint", ...; "none" without one),
+ * suffixed " (retry)" when the result came from the retry-key cache; target
+ * is "case/<id>" (a refused report: "case/new"; a merge: the merged case),
+ * "member/<id>", "cluster/event" or "audit/checkpoint".
+ *
+ * Checkpoint commands need role SYSTEM, ADMIN or AUDITOR (else
+ * PERMISSION_DENIED) and return OK with no case:
+ * - checkpoint: the head over records [0, n), n = the trail size before the
+ *   command's own record, which follows it and hashes the stored head as
+ *   its after_sha256. FAILED_PRECONDITION on an empty trail.
+ * - checkpoint_signature: NOT_FOUND without a head of that tree_size;
+ *   INVALID_ARGUMENT unless the signature is 64 bytes, the key 32 and the
+ *   signature verifies; a head is signed once: the same signature again is
+ *   OK and changes nothing, another is FAILED_PRECONDITION. */
 
 #define STORE_HASH_SIZE 32
 
@@ -158,7 +174,8 @@ int store_audit_list(struct store *s,
                      const Cityops__V1__AuditListRequest *req,
                      Cityops__V1__AuditListResponse **out);
 
-/* The checkpoint of @tree_size (0: the latest, signed or not). */
+/* The checkpoint of @tree_size (0: the latest, signed or not);
+ * STORE_NOTFOUND if there is none. */
 int store_checkpoint_get(struct store *s,
                          uint64_t tree_size,
                          Cityops__V1__Checkpoint **out);
@@ -166,18 +183,23 @@ int store_checkpoint_get(struct store *s,
  * cityops__v1__checkpoint_list__free_unpacked. */
 int store_checkpoint_list(struct store *s, Cityops__V1__CheckpointList **out);
 
-/* RFC 6962 Merkle tree head over records [0, tree_size). */
+/* RFC 6962 Merkle tree head over records [0, tree_size), computed from the
+ * stored records (O(n)); STORE_INVALID if tree_size exceeds the trail. */
 int store_audit_root(struct store *s,
                      uint64_t tree_size,
                      uint8_t root[STORE_HASH_SIZE]);
 /* RFC 6962 audit path of record @seq in the tree of @tree_size, and the
- * record itself. Caller frees *out. STORE_INVALID if seq >= tree_size or
- * tree_size exceeds the trail. */
+ * record itself, plus the checkpoint of @tree_size if one is stored. Caller
+ * frees *out. STORE_INVALID if seq >= tree_size or tree_size exceeds the
+ * trail: sizes are explicit here (0 is invalid); the RPC's "0: the latest
+ * checkpoint" is resolved by the caller with store_checkpoint_get(s, 0). */
 int store_audit_inclusion(struct store *s,
                           uint64_t seq,
                           uint64_t tree_size,
                           Cityops__V1__InclusionProofResponse **out);
-/* RFC 6962 consistency proof between tree sizes @first <= @second. */
+/* RFC 6962 consistency proof between tree sizes @first <= @second: empty
+ * when first is 0 or equals second. STORE_INVALID if first > second or
+ * second exceeds the trail. Caller frees *out. */
 int store_audit_consistency(struct store *s,
                             uint64_t first,
                             uint64_t second,

@@ -15,6 +15,10 @@
  *                                                       CommandResult
  *   members       member id u64                      -> packed Member
  *   cluster_events raft index u64                    -> packed ClusterEvent
+ *   audit         seq u64                            -> packed AuditRecord
+ *   checkpoints   tree size u64                      -> packed Checkpoint
+ *   audit_tree    "tree" (ASCII)                     -> size u64, head (32),
+ *                                                       frontier (32 each)
  */
 #ifndef CITYOPS_STORE_INTERNAL_H
 #define CITYOPS_STORE_INTERNAL_H
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include <lmdb.h>
+#include <openssl/evp.h>
 
 #include "store.h"
 
@@ -38,6 +43,9 @@ enum store_db {
     STORE_DB_SESSIONS,
     STORE_DB_MEMBERS,
     STORE_DB_CLUSTER_EVENTS,
+    STORE_DB_AUDIT,
+    STORE_DB_CHECKPOINTS,
+    STORE_DB_AUDIT_TREE,
     STORE_DB_N,
 };
 
@@ -173,6 +181,71 @@ int cluster_apply(struct store *s,
                   const Cityops__V1__Command *cmd,
                   Cityops__V1__CommandResult *res);
 int cluster_op(const Cityops__V1__Command *cmd);
+
+/* The audit trail (audit.c). store_apply_batch() loads the tree state once
+ * per batch, and for every command: audit_target_begin() before it runs
+ * (names the target, hashes its stored value), audit_append() after it (the
+ * record, the chain head, the frontier), then audit_tree_save() before the
+ * commit.
+ *
+ * The frontier holds the roots of the perfect subtrees that make up the
+ * RFC 6962 tree of `size` leaves, largest (leftmost) first: one per set bit
+ * of size, so at most 64. Appending a leaf merges the trailing equal-sized
+ * subtrees (O(log n)); the root folds them right to left (O(log n)). */
+#define AUDIT_FRONTIER_MAX 64
+
+struct audit_tree {
+    uint64_t size; /* records [0, size) */
+    uint8_t head[STORE_HASH_SIZE];
+    uint8_t frontier[AUDIT_FRONTIER_MAX][STORE_HASH_SIZE];
+    unsigned n_frontier; /* popcount(size) */
+    int dirty;           /* changed since audit_tree_load() */
+    EVP_MD_CTX *md;      /* SHA-256 context reused by the batch */
+};
+
+/* What a command acts on: its name in the record and, when it is a stored
+ * value, the database and key whose bytes are hashed before and after. */
+struct audit_target {
+    int db; /* enum store_db, or -1: nothing stored to hash */
+    uint64_t key;
+    int has_before;
+    uint8_t before[STORE_HASH_SIZE];
+    char name[48];
+};
+
+int audit_tree_load(struct store *s, MDB_txn *txn, struct audit_tree *t);
+int audit_tree_save(struct store *s, MDB_txn *txn, struct audit_tree *t);
+void audit_tree_release(struct audit_tree *t);
+/* Root of the tree at t->size, from the frontier. */
+int audit_tree_root(struct audit_tree *t, uint8_t root[STORE_HASH_SIZE]);
+
+int audit_target_begin(struct store *s,
+                       MDB_txn *txn,
+                       uint64_t index,
+                       const Cityops__V1__Command *cmd,
+                       struct audit_tree *t,
+                       struct audit_target *tg);
+/* Append the record of @cmd (result @res; @replayed: answered from the
+ * session cache) at seq t->size and advance the head and the frontier. */
+int audit_append(struct store *s,
+                 MDB_txn *txn,
+                 uint64_t index,
+                 const Cityops__V1__Command *cmd,
+                 struct audit_tree *t,
+                 struct audit_target *tg,
+                 const Cityops__V1__CommandResult *res,
+                 int replayed);
+
+/* The checkpoint commands (checkpoint, checkpoint_signature); same contract
+ * as case_fsm_apply(). A checkpoint covers records [0, t->size): the trail
+ * before the checkpoint command's own record. */
+int audit_op(const Cityops__V1__Command *cmd);
+int audit_apply(struct store *s,
+                MDB_txn *txn,
+                uint64_t index,
+                const Cityops__V1__Command *cmd,
+                struct audit_tree *t,
+                Cityops__V1__CommandResult *res);
 
 /* Set a protobuf-c string field to a malloc'd copy of @v, freeing the old
  * value. Returns 0 or STORE_NOMEM. */
