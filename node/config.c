@@ -5,6 +5,7 @@
  *              snapshot_threshold, snapshot_trailing, max_batch
  *   [storage]  map_size_mb
  *   [server]   write_wait_ms
+ *   [audit]    key_file (Ed25519 PEM, mode 0600), checkpoint_every
  *   [cluster]  member = ID RAFT_ADDRESS GRPC_ADDRESS [voter|standby|spare]
  *                       [ZONE]
  *              (one line per member of the initial cluster; a node that is
@@ -145,6 +146,11 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("server", "write_wait_ms")) {
         bad = parse_uint(value, 600000, &v) != 0;
         cfg->write_wait_ms = (unsigned)v;
+    } else if (IS("audit", "key_file")) {
+        bad = copy_str(cfg->audit_key_file, sizeof cfg->audit_key_file, value);
+    } else if (IS("audit", "checkpoint_every")) {
+        bad = parse_uint(value, 1u << 30, &v) != 0;
+        cfg->checkpoint_every = (unsigned)v;
     } else if (IS("cluster", "member")) {
         bad = parse_member(cfg, value);
     } else if (IS("cluster", "auto_promote_ms")) {
@@ -224,6 +230,7 @@ int node_config_load(const char *path,
     cfg->heartbeat_ms = 100;
     cfg->election_ms = 1000;
     cfg->write_wait_ms = 5000;
+    cfg->checkpoint_every = 1000;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);
     if (rv == -1) {

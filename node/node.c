@@ -178,6 +178,7 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     node_read_methods_add(n);
     node_status_methods_add(n);
     node_membership_methods_add(n);
+    node_audit_methods_add(n);
     memset(&sc, 0, sizeof sc);
     sc.address = cfg->grpc_address;
     sc.methods = n->methods;
@@ -187,8 +188,23 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
         rv = NODE_START;
         goto err_close_peers;
     }
+    rv = node_signer_start(n, &n->signer);
+    if (rv != 0) {
+        goto err_stop_rpc;
+    }
     *out = n;
     return 0;
+
+err_stop_rpc:
+    rpc_server_shutdown(n->rpc);
+    cons_stop(n->cons);
+    n->cons = NULL;
+    rpc_server_destroy(n->rpc, 0);
+    node_peers_close(n);
+    store_close(n->store);
+    pthread_mutex_destroy(&n->book_lock);
+    free(n);
+    return rv;
 
 err_close_peers:
     node_peers_close(n);
@@ -207,6 +223,7 @@ void node_stop(struct node *n)
     /* Close the gate first (no handler runs after this), then stop Raft:
      * pending proposals are answered UNAVAILABLE, so the server's calls all
      * finish within its grace period. */
+    node_signer_stop(n->signer); /* it proposes: stop it before Raft */
     rpc_server_shutdown(n->rpc);
     cons_stop(n->cons);
     rpc_server_destroy(n->rpc, 2000);

@@ -44,6 +44,8 @@ struct node_config {
     unsigned write_wait_ms; /* bounded wait for a leader on writes */
     size_t map_size;        /* LMDB map size, bytes */
     unsigned auto_promote_ms; /* standby auto-promotion; 0 = off */
+    char audit_key_file[NODE_PATH_SIZE]; /* Ed25519 PEM; "" = no signing */
+    unsigned checkpoint_every;            /* records; 0 = on demand only */
     int one_voter_per_zone;
     size_t n_members;
     struct node_member members[CONS_MAX_MEMBERS];

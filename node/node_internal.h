@@ -30,8 +30,11 @@ struct node_book_entry {
     struct rpc_channel *ch;
 };
 
+struct node_signer;
+
 struct node {
     struct node_config cfg;
+    struct node_signer *signer;
     struct store *store;
     struct cons *cons;
     struct rpc_server *rpc;
@@ -62,6 +65,14 @@ void node_member_grpc(struct node *n, uint64_t id, char *buf, size_t size);
 void node_member_zone(struct node *n, uint64_t id, char *buf, size_t size);
 void node_peers_close(struct node *n);
 
+/* Audit checkpointer (signer.c): a thread that, on the leader, asks for a
+ * tree head every cfg.checkpoint_every records and signs unsigned heads. */
+int node_signer_start(struct node *n, struct node_signer **out);
+void node_signer_stop(struct node_signer *sg);
+/* Propose a checkpoint now and wait: the result code, or -1 if it was not
+ * applied (not leader, no quorum). Not on the loop thread. */
+int node_checkpoint_propose(struct node *n);
+
 /* Propose a membership event record (fire and forget). Any thread. */
 void node_cluster_event(struct node *n,
                         const char *actor,
@@ -85,6 +96,15 @@ void node_answer_not_applied(struct node *n,
 const Cityops__V1__ReadOptions *node_read_options(const ProtobufCMessage *req);
 int node_read_needs_barrier(struct node *n, const ProtobufCMessage *req);
 
+/* The read handler (rpc_read.c): STALE at once, else after a barrier on the
+ * leader; method data op = the read kind. Kinds from NODE_READ_AUDIT on are
+ * answered by node_audit_read() (rpc_audit.c). */
+#define NODE_READ_AUDIT 100
+void node_read_handle(struct rpc_call *call,
+                      const ProtobufCMessage *req,
+                      void *data);
+void node_audit_read(struct node *n, struct rpc_call *call, int kind);
+
 /* Append a method to n->methods with its handler data. */
 void node_method_add(struct node *n,
                      const char *path,
@@ -99,5 +119,6 @@ void node_write_methods_add(struct node *n);
 void node_read_methods_add(struct node *n);
 void node_status_methods_add(struct node *n);
 void node_membership_methods_add(struct node *n);
+void node_audit_methods_add(struct node *n);
 
 #endif /* CITYOPS_NODE_INTERNAL_H */

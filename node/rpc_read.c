@@ -13,6 +13,7 @@
 #include "node_internal.h"
 
 enum read_kind { READ_GET = 1, READ_LIST, READ_HISTORY };
+/* Kinds >= NODE_READ_AUDIT are served by rpc_audit.c. */
 
 struct read {
     struct node *n;
@@ -108,6 +109,10 @@ static void read_run(struct node *n, struct rpc_call *call, int kind)
 {
     const ProtobufCMessage *req = rpc_call_request(call);
 
+    if (kind >= NODE_READ_AUDIT) {
+        node_audit_read(n, call, kind);
+        return;
+    }
     switch (kind) {
     case READ_GET:
         read_get(n, call, (const Cityops__V1__GetRequest *)req);
@@ -158,9 +163,9 @@ int node_read_needs_barrier(struct node *n, const ProtobufCMessage *req)
            (o->min_index > 0 && o->min_index > store_applied_index(n->store));
 }
 
-static void read_handle(struct rpc_call *call,
-                        const ProtobufCMessage *req,
-                        void *data)
+void node_read_handle(struct rpc_call *call,
+                      const ProtobufCMessage *req,
+                      void *data)
 {
     const struct node_handler *h = data;
     struct read *r;
@@ -190,14 +195,14 @@ void node_read_methods_add(struct node *n)
 {
     node_method_add(n, "/cityops.v1.Cases/Get",
                     &cityops__v1__get_request__descriptor,
-                    &cityops__v1__case_reply__descriptor, read_handle,
+                    &cityops__v1__case_reply__descriptor, node_read_handle,
                     READ_GET);
     node_method_add(n, "/cityops.v1.Cases/List",
                     &cityops__v1__list_request__descriptor,
-                    &cityops__v1__list_response__descriptor, read_handle,
+                    &cityops__v1__list_response__descriptor, node_read_handle,
                     READ_LIST);
     node_method_add(n, "/cityops.v1.Cases/History",
                     &cityops__v1__history_request__descriptor,
-                    &cityops__v1__history_response__descriptor, read_handle,
+                    &cityops__v1__history_response__descriptor, node_read_handle,
                     READ_HISTORY);
 }
