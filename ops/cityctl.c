@@ -50,6 +50,10 @@ static const struct opt_spec opt_specs[] = {
     {"condition", 1},
     {"into", 1},
     {"raft", 1},
+    {"target", 1},
+    {"actor-id", 1},
+    {"public-key", 1},
+    {"tree-size", 1},
     {"grpc", 1},
     {"as", 1},
     {"zone", 1},
@@ -149,6 +153,13 @@ static const char usage_text[] =
     "  cluster promote ID [--to voter|standby]                      [admin]\n"
     "  cluster demote ID [--to standby|spare]                       [admin]\n"
     "  cluster transfer-leader [ID]           hand leadership over  [admin]\n"
+    "  audit list [--target T] [--actor-id A] [--from T] [--to T]\n"
+    "  audit checkpoint                       signed tree head now  [auditor]\n"
+    "  audit heads                            tree heads held\n"
+    "  audit verify [--public-key PEM]        recompute chain, heads,\n"
+    "                                         signatures, case values\n"
+    "  audit proof SEQ [--tree-size N]        check one inclusion proof\n"
+    "  audit consistency M N                  consistency proof of two heads\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "
     "* = leader\n"
     "\n"
@@ -486,7 +497,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     char cmd[64];
     int rv;
 
-    if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0) {
+    if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
+        strcmp(group, "audit") != 0) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
     }
     if (sub == NULL) {
@@ -494,6 +506,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "case") == 0) {
         allowed = ctl_case_options(sub);
+    } else if (strcmp(group, "audit") == 0) {
+        allowed = ctl_audit_options(sub);
     } else {
         allowed = ctl_cluster_options(sub);
     }
@@ -507,6 +521,9 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "case") == 0) {
         return ctl_case_run(ctl, a);
+    }
+    if (strcmp(group, "audit") == 0) {
+        return ctl_audit_run(ctl, a);
     }
     return ctl_cluster_run(ctl, a);
 }

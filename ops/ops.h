@@ -172,11 +172,13 @@ int ops_print_history(const Cityops__V1__HistoryResponse *h);
 
 int ctl_case_run(struct ops_ctl *ctl, const struct ops_args *a);
 int ctl_cluster_run(struct ops_ctl *ctl, const struct ops_args *a);
+int ctl_audit_run(struct ops_ctl *ctl, const struct ops_args *a);
 
 /* Options each subcommand accepts beyond the global ones (space separated),
  * or NULL if there is no such subcommand. Used by cityctl.c to refuse
  * unknown options before any call is made. */
 const char *ctl_case_options(const char *sub);
 const char *ctl_cluster_options(const char *sub);
+const char *ctl_audit_options(const char *sub);
 
 #endif /* CITYOPS_OPS_H */
