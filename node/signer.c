@@ -36,6 +36,7 @@ struct node_signer {
     pthread_cond_t cond;
     int stop;
     int running;
+    int rotation_recorded;
 };
 
 int node_signer_load_key(const char *path, EVP_PKEY **out, char *err,
@@ -181,6 +182,49 @@ static void sign_one(struct node_signer *sg, const Cityops__V1__Checkpoint *cp)
     }
 }
 
+static void fingerprint(const uint8_t *key, size_t len, char *out)
+{
+    uint8_t h[32];
+
+    EVP_Digest(key, len, h, NULL, EVP_sha256(), NULL);
+    for (int i = 0; i < 8; i++) {
+        sprintf(out + 2 * i, "%02x", h[i]);
+    }
+}
+
+/* A head signed by another key than ours: the key was rotated. Record it
+ * once (through the log, so it is audited like any change) before this
+ * node's first signature with the new key. */
+static void key_rotation_check(struct node_signer *sg,
+                               const Cityops__V1__CheckpointList *list)
+{
+    const Cityops__V1__Checkpoint *last = NULL;
+    char old_fp[17];
+    char new_fp[17];
+    char detail[160];
+
+    for (size_t i = 0; i < list->n_checkpoints; i++) {
+        if (list->checkpoints[i]->public_key.len == sizeof sg->public_key) {
+            last = list->checkpoints[i];
+        }
+    }
+    if (sg->rotation_recorded || last == NULL ||
+        memcmp(last->public_key.data, sg->public_key,
+               sizeof sg->public_key) == 0) {
+        return;
+    }
+    fingerprint(last->public_key.data, last->public_key.len, old_fp);
+    fingerprint(sg->public_key, sizeof sg->public_key, new_fp);
+    snprintf(detail, sizeof detail,
+             "audit signing key rotated: %s -> %s (SHA-256 prefixes of the "
+             "public keys); heads from %llu on are signed with the new key",
+             old_fp, new_fp, (unsigned long long)last->tree_size + 1);
+    clog(CLOG_WARN, "audit", "%s", detail);
+    node_cluster_event(sg->n, "signer", CITYOPS__V1__ROLE__ROLE_SYSTEM,
+                       "key-rotation", detail);
+    sg->rotation_recorded = 1;
+}
+
 static void round_run(struct node_signer *sg)
 {
     struct node *n = sg->n;
@@ -211,6 +255,7 @@ static void round_run(struct node_signer *sg)
         }
     }
     if (sg->key != NULL) {
+        key_rotation_check(sg, list);
         for (size_t i = 0; i < list->n_checkpoints; i++) {
             if (list->checkpoints[i]->signature.len == 0) {
                 sign_one(sg, list->checkpoints[i]);

@@ -182,6 +182,32 @@ class AuditTest(unittest.TestCase):
         self.tamper_and_verify("cases", "%016x" % cid,
                                "MISMATCH case/%d" % cid)
 
+    def test_zz_key_rotation_is_recorded_and_old_heads_still_verify(self):
+        # Runs last: it changes the cluster's key.
+        key2 = os.path.join(self.c.dir, "audit2.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519",
+                        "-out", key2], check=True, capture_output=True)
+        os.chmod(key2, 0o600)
+        for n in self.c.nodes:
+            n.stop()
+            n.write_config(self.c.nodes, "[audit]\nkey_file = %s\n"
+                           "checkpoint_every = 10\n" % key2)
+            n.start()
+        leader = self.c.leader()
+        self.c.ctl("audit", "checkpoint", endpoints=leader.grpc)
+        wait_for("the rotation recorded", lambda: any(
+            e["kind"] == "key-rotation"
+            for e in self.c.status(leader).get("events", [])), 30, 0.3)
+        wait_for("a head signed with the new key", lambda: len({
+            cp.get("public_key") for cp in self.checkpoints(leader)
+            if cp.get("signature")}) == 2, 30, 0.3)
+        rc, out = self.verify(leader)
+        self.assertEqual(rc, 0, out)
+        # Pinning the old key now flags the heads signed with the new one.
+        rc, out = self.verify(leader, "--public-key", self.pub)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("SIGNATURE INVALID", out)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2, argv=sys.argv[:1])
