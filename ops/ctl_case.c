@@ -6,8 +6,18 @@
  * what, from which state, which fields are required) belong to the cluster:
  * cityctl only refuses what cannot be sent at all (a missing --dept, a
  * malformed time), so that the rules live in one place.
+ *
+ * DESIGN: the writes differ only in which options fill which fields, so one
+ * builder (run_write) serves them all. A struct req_shape names the request
+ * message and lists its options in the order they are checked, each as a
+ * struct fill: the option, how to parse it, and the request field it goes
+ * to, found by name in the protobuf-c descriptor. Order matters: the first
+ * bad option is the one reported. The builder then sets "case_id" (when the
+ * message has one) and "ctx" the same way.
  */
+#include <assert.h>
 #include <ctype.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +30,35 @@ typedef int (*case_run_fn)(struct ops_ctl *ctl,
                            const struct case_cmd *cmd,
                            uint64_t id);
 
+/* How one option fills one request field. */
+enum fill_kind {
+    FILL_END,
+    FILL_STR,      /* optional string */
+    FILL_STR_REQ,  /* required string; with no field, only checked */
+    FILL_REASON,   /* FILL_STR_REQ if cmd->reason_required, else FILL_STR */
+    FILL_ENUM,     /* a value name of the field's enum */
+    FILL_TIME,     /* RFC3339 -> int64 UTC us */
+    FILL_EITHER,   /* --opt sets the bool, --other clears it; one is needed */
+    FILL_CASE_ID,  /* required, a case id */
+    FILL_ATTACH,   /* every --attach, at the shape's stage */
+    FILL_EVIDENCE, /* FILL_ATTACH, at least one */
+    FILL_LOCATION, /* --lon --lat --datum --grid --address */
+};
+
+struct fill {
+    enum fill_kind kind;
+    const char *opt;   /* without "--" */
+    const char *field; /* the request field, by its proto name */
+    const char *other; /* FILL_EITHER: the option that means false */
+};
+
+/* A request message and how the command line fills it. */
+struct req_shape {
+    const ProtobufCMessageDescriptor *desc;
+    Cityops__V1__AttachmentStage stage; /* of FILL_ATTACH, FILL_EVIDENCE */
+    struct fill fills[10];              /* at most 9, then FILL_END (zeroes) */
+};
+
 struct case_cmd {
     const char *name;
     const char *options; /* accepted options, space separated */
@@ -27,7 +66,8 @@ struct case_cmd {
     const char *method; /* "Cases/Accept" */
     int role;           /* default role for writes */
     int needs_id;
-    int reason_required; /* run_action, run_dispatch */
+    int reason_required; /* FILL_REASON */
+    const struct req_shape *shape;
 };
 
 /* Attachments given with --attach SHA256:URI, on the stack. */
@@ -35,6 +75,21 @@ struct attach_set {
     Cityops__V1__Attachment items[OPS_MAX_ATTACH];
     Cityops__V1__Attachment *ptrs[OPS_MAX_ATTACH];
     size_t n;
+};
+
+/* Room for any request message of the shapes below. */
+union req_buf {
+    ProtobufCMessage base;
+    max_align_t align;
+    unsigned char bytes[256];
+};
+
+/* A write request being built, and what its fields point to. */
+struct write_req {
+    union req_buf req;
+    Cityops__V1__RequestContext ctx;
+    Cityops__V1__Location loc;
+    struct attach_set set;
 };
 
 /* --- parsing --- */
@@ -219,7 +274,109 @@ static int case_call(struct ops_ctl *ctl,
     return print_reply(ctl, resp);
 }
 
-/* --- writes --- */
+/* --- building requests through their descriptors --- */
+
+/* The field @name of @m, which must exist with @type: a shape naming a
+ * field its message lacks is a bug in the tables below. */
+static const ProtobufCFieldDescriptor *
+field_desc(const ProtobufCMessage *m, const char *name, ProtobufCType type)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+
+    (void)type; /* with NDEBUG */
+    assert(f != NULL && f->type == type);
+    return f;
+}
+
+/* Where the field @name (of @type) lives inside @m. */
+static void *field(ProtobufCMessage *m, const char *name, ProtobufCType type)
+{
+    return (char *)m + field_desc(m, name, type)->offset;
+}
+
+/* FILL_STR, FILL_STR_REQ, FILL_REASON. */
+static int fill_str(const struct ops_ctl *ctl,
+                    const struct ops_args *a,
+                    const struct case_cmd *cmd,
+                    ProtobufCMessage *m,
+                    const struct fill *f)
+{
+    char *v = ops_arg(a, f->opt);
+    int rv = OPS_EXIT_OK;
+
+    if (f->kind == FILL_STR_REQ ||
+        (f->kind == FILL_REASON && cmd->reason_required)) {
+        rv = require(ctl, a, cmd, f->opt, &v);
+    }
+    if (rv == OPS_EXIT_OK && v != NULL && f->field != NULL) {
+        *(char **)field(m, f->field, PROTOBUF_C_TYPE_STRING) = v;
+    }
+    return rv;
+}
+
+/* The enum's descriptor comes from the field's. protobuf-c enums are
+ * int-sized (PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE). */
+static int fill_enum(const struct ops_ctl *ctl,
+                     const struct ops_args *a,
+                     ProtobufCMessage *m,
+                     const struct fill *f)
+{
+    const ProtobufCFieldDescriptor *fd =
+        field_desc(m, f->field, PROTOBUF_C_TYPE_ENUM);
+    int value = 0;
+    int rv = enum_arg(ctl, a, f->opt, fd->descriptor, &value);
+
+    if (rv == OPS_EXIT_OK) {
+        *(int *)((char *)m + fd->offset) = value;
+    }
+    return rv;
+}
+
+static int fill_case_id(const struct ops_ctl *ctl,
+                        const struct ops_args *a,
+                        const struct case_cmd *cmd,
+                        ProtobufCMessage *m,
+                        const struct fill *f)
+{
+    uint64_t *id = field(m, f->field, PROTOBUF_C_TYPE_UINT64);
+    char *v = NULL;
+    int rv = require(ctl, a, cmd, f->opt, &v);
+
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (ops_parse_u64(v, id) != 0 || *id == 0) {
+        return ops_usage_error(ctl, "--%s: bad case id '%s'", f->opt, v);
+    }
+    return OPS_EXIT_OK;
+}
+
+/* The repeated field points into w->set. */
+static int fill_attach(const struct ops_ctl *ctl,
+                       const struct ops_args *a,
+                       const struct case_cmd *cmd,
+                       struct write_req *w,
+                       const struct fill *f)
+{
+    const ProtobufCFieldDescriptor *fd =
+        field_desc(&w->req.base, f->field, PROTOBUF_C_TYPE_MESSAGE);
+    char *m = (char *)&w->req.base;
+    int rv;
+
+    assert(fd->label == PROTOBUF_C_LABEL_REPEATED);
+    rv = attach_parse(ctl, a, cmd->shape->stage, &w->set);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (f->kind == FILL_EVIDENCE && w->set.n == 0) {
+        return ops_usage_error(ctl, "case %s: --%s is required (evidence)",
+                               cmd->name, f->opt);
+    }
+    *(size_t *)(m + fd->quantifier_offset) = w->set.n;
+    *(Cityops__V1__Attachment ***)(m + fd->offset) = w->set.ptrs;
+    return OPS_EXIT_OK;
+}
 
 static int report_location(const struct ops_ctl *ctl,
                            const struct ops_args *a,
@@ -257,368 +414,129 @@ static int report_location(const struct ops_ctl *ctl,
     return OPS_EXIT_OK;
 }
 
-static int run_report(struct ops_ctl *ctl,
-                      const struct ops_args *a,
-                      const struct case_cmd *cmd,
-                      uint64_t id)
+/* The location is sent only when one of its options was given. */
+static int fill_location(const struct ops_ctl *ctl,
+                         const struct ops_args *a,
+                         struct write_req *w,
+                         const struct fill *f)
 {
-    Cityops__V1__ReportRequest req = CITYOPS__V1__REPORT_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    Cityops__V1__Location loc = CITYOPS__V1__LOCATION__INIT;
-    struct attach_set set;
-    int type = 0;
     int rv;
 
-    (void)id;
-    if ((rv = require(ctl, a, cmd, "type", &(char *){NULL})) ||
-        (rv = enum_arg(ctl, a, "type", &cityops__v1__category_type__descriptor,
-                       &type)) ||
-        (rv = require(ctl, a, cmd, "major", &req.major_code)) ||
-        (rv = require(ctl, a, cmd, "minor", &req.minor_code)) ||
-        (rv = require(ctl, a, cmd, "desc", &req.description)) ||
-        (rv = report_location(ctl, a, &loc)) ||
-        (rv = attach_parse(
-             ctl, a, CITYOPS__V1__ATTACHMENT_STAGE__ATTACHMENT_STAGE_REPORT,
-             &set))) {
+    cityops__v1__location__init(&w->loc);
+    rv = report_location(ctl, a, &w->loc);
+    if (rv != OPS_EXIT_OK) {
         return rv;
-    }
-    req.category_type = (Cityops__V1__CategoryType)type;
-    if (ops_arg(a, "component-id") != NULL) {
-        req.component_id = ops_arg(a, "component-id");
     }
     if (ops_flag(a, "lon") || ops_flag(a, "grid") || ops_flag(a, "address") ||
         ops_flag(a, "datum")) {
-        req.location = &loc;
+        *(Cityops__V1__Location **)field(&w->req.base, f->field,
+                                         PROTOBUF_C_TYPE_MESSAGE) = &w->loc;
     }
-    req.n_attachments = set.n;
-    req.attachments = set.ptrs;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
+    return OPS_EXIT_OK;
 }
 
-/* Transitions that carry only a reason: accept, reject, void, ... */
-static int run_action(struct ops_ctl *ctl,
-                      const struct ops_args *a,
-                      const struct case_cmd *cmd,
-                      uint64_t id)
+static int fill_one(const struct ops_ctl *ctl,
+                    const struct ops_args *a,
+                    const struct case_cmd *cmd,
+                    struct write_req *w,
+                    const struct fill *f)
 {
-    Cityops__V1__CaseActionRequest req = CITYOPS__V1__CASE_ACTION_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int rv;
+    ProtobufCMessage *m = &w->req.base;
 
-    if (cmd->reason_required) {
-        rv = require(ctl, a, cmd, "reason", &req.reason);
-        if (rv != OPS_EXIT_OK) {
-            return rv;
-        }
-    } else if (ops_arg(a, "reason") != NULL) {
-        req.reason = ops_arg(a, "reason");
+    switch (f->kind) {
+    case FILL_STR:
+    case FILL_STR_REQ:
+    case FILL_REASON:
+        return fill_str(ctl, a, cmd, m, f);
+    case FILL_ENUM:
+        return fill_enum(ctl, a, m, f);
+    case FILL_TIME:
+        return time_arg(ctl, a, f->opt,
+                        field(m, f->field, PROTOBUF_C_TYPE_INT64));
+    case FILL_EITHER:
+        return either(ctl, a, cmd, f->opt, f->other,
+                      field(m, f->field, PROTOBUF_C_TYPE_BOOL));
+    case FILL_CASE_ID:
+        return fill_case_id(ctl, a, cmd, m, f);
+    case FILL_ATTACH:
+    case FILL_EVIDENCE:
+        return fill_attach(ctl, a, cmd, w, f);
+    case FILL_LOCATION:
+        return fill_location(ctl, a, w, f);
+    case FILL_END:
+        break;
     }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
+    return OPS_EXIT_OK;
 }
 
-static int run_request_verify(struct ops_ctl *ctl,
-                              const struct ops_args *a,
-                              const struct case_cmd *cmd,
-                              uint64_t id)
-{
-    Cityops__V1__RequestVerifyRequest req =
-        CITYOPS__V1__REQUEST_VERIFY_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int rv;
+/* --- writes --- */
 
-    rv = require(ctl, a, cmd, "inspector", &req.inspector_id);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_verify_result(struct ops_ctl *ctl,
-                             const struct ops_args *a,
-                             const struct case_cmd *cmd,
-                             uint64_t id)
-{
-    Cityops__V1__VerifyResultRequest req =
-        CITYOPS__V1__VERIFY_RESULT_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    struct attach_set set;
-    int rv;
-
-    if ((rv = either(ctl, a, cmd, "found", "not-found", &req.found)) ||
-        (rv = attach_parse(
-             ctl, a, CITYOPS__V1__ATTACHMENT_STAGE__ATTACHMENT_STAGE_VERIFY,
-             &set))) {
-        return rv;
-    }
-    if (ops_arg(a, "reason") != NULL) {
-        req.reason = ops_arg(a, "reason");
-    }
-    req.n_attachments = set.n;
-    req.attachments = set.ptrs;
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_register(struct ops_ctl *ctl,
-                        const struct ops_args *a,
-                        const struct case_cmd *cmd,
-                        uint64_t id)
-{
-    Cityops__V1__RegisterRequest req = CITYOPS__V1__REGISTER_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int type = 0;
-    int rv;
-
-    rv = enum_arg(ctl, a, "type", &cityops__v1__category_type__descriptor,
-                  &type);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    req.category_type = (Cityops__V1__CategoryType)type;
-    if (ops_arg(a, "major") != NULL) {
-        req.major_code = ops_arg(a, "major");
-    }
-    if (ops_arg(a, "minor") != NULL) {
-        req.minor_code = ops_arg(a, "minor");
-    }
-    if (ops_arg(a, "condition") != NULL) {
-        req.condition = ops_arg(a, "condition");
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_merge(struct ops_ctl *ctl,
+/* Every write: the shape's options in order, then case_id (Report has none)
+ * and the request context, filled last so that a usage error uses no retry
+ * key. */
+static int run_write(struct ops_ctl *ctl,
                      const struct ops_args *a,
                      const struct case_cmd *cmd,
                      uint64_t id)
 {
-    Cityops__V1__MergeRequest req = CITYOPS__V1__MERGE_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    char *into = NULL;
+    const ProtobufCMessageDescriptor *desc = cmd->shape->desc;
+    ProtobufCMessage *m;
+    const struct fill *f;
+    struct write_req w;
     int rv;
 
-    rv = require(ctl, a, cmd, "into", &into);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    if (ops_parse_u64(into, &req.into_case_id) != 0 || req.into_case_id == 0) {
-        return ops_usage_error(ctl, "--into: bad case id '%s'", into);
-    }
-    if (ops_arg(a, "reason") != NULL) {
-        req.reason = ops_arg(a, "reason");
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-/* dispatch and redispatch (the latter with a required reason). */
-static int run_dispatch(struct ops_ctl *ctl,
-                        const struct ops_args *a,
-                        const struct case_cmd *cmd,
-                        uint64_t id)
-{
-    Cityops__V1__DispatchRequest req = CITYOPS__V1__DISPATCH_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int level = 0;
-    int rv;
-
-    if ((rv = require(ctl, a, cmd, "dept", &req.department_id)) ||
-        (rv = enum_arg(ctl, a, "level",
-                       &cityops__v1__dispatch_level__descriptor, &level)) ||
-        (rv = time_arg(ctl, a, "deadline", &req.disposal_deadline))) {
-        return rv;
-    }
-    if (cmd->reason_required) {
-        rv = require(ctl, a, cmd, "reason", &req.reason);
+    assert(desc->sizeof_message <= sizeof(w.req));
+    protobuf_c_message_init(desc, &w.req);
+    m = &w.req.base;
+    for (f = cmd->shape->fills; f->kind != FILL_END; f++) {
+        rv = fill_one(ctl, a, cmd, &w, f);
         if (rv != OPS_EXIT_OK) {
             return rv;
         }
     }
-    req.level = (Cityops__V1__DispatchLevel)level;
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_report_disposal(struct ops_ctl *ctl,
-                               const struct ops_args *a,
-                               const struct case_cmd *cmd,
-                               uint64_t id)
-{
-    Cityops__V1__ReportDisposalRequest req =
-        CITYOPS__V1__REPORT_DISPOSAL_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    struct attach_set set;
-    int rv;
-
-    rv = attach_parse(
-        ctl, a, CITYOPS__V1__ATTACHMENT_STAGE__ATTACHMENT_STAGE_DISPOSAL, &set);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
+    if (protobuf_c_message_descriptor_get_field_by_name(desc, "case_id") !=
+        NULL) {
+        *(uint64_t *)field(m, "case_id", PROTOBUF_C_TYPE_UINT64) = id;
     }
-    if (set.n == 0) {
-        return ops_usage_error(ctl, "case report-disposal: --attach is "
-                                    "required (evidence)");
-    }
-    if (ops_arg(a, "note") != NULL) {
-        req.note = ops_arg(a, "note");
-    }
-    req.n_attachments = set.n;
-    req.attachments = set.ptrs;
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_request_extension(struct ops_ctl *ctl,
-                                 const struct ops_args *a,
-                                 const struct case_cmd *cmd,
-                                 uint64_t id)
-{
-    Cityops__V1__RequestExtensionRequest req =
-        CITYOPS__V1__REQUEST_EXTENSION_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int rv;
-
-    if ((rv = require(ctl, a, cmd, "until", &(char *){NULL})) ||
-        (rv = time_arg(ctl, a, "until", &req.until)) ||
-        (rv = require(ctl, a, cmd, "reason", &req.reason))) {
-        return rv;
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_decide_extension(struct ops_ctl *ctl,
-                                const struct ops_args *a,
-                                const struct case_cmd *cmd,
-                                uint64_t id)
-{
-    Cityops__V1__DecideExtensionRequest req =
-        CITYOPS__V1__DECIDE_EXTENSION_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int rv;
-
-    if ((rv = either(ctl, a, cmd, "approve", "deny", &req.approve)) ||
-        (rv = time_arg(ctl, a, "until", &req.until))) {
-        return rv;
-    }
-    if (ops_arg(a, "reason") != NULL) {
-        req.reason = ops_arg(a, "reason");
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_request_check(struct ops_ctl *ctl,
-                             const struct ops_args *a,
-                             const struct case_cmd *cmd,
-                             uint64_t id)
-{
-    Cityops__V1__RequestCheckRequest req =
-        CITYOPS__V1__REQUEST_CHECK_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int rv;
-
-    rv = require(ctl, a, cmd, "inspector", &req.inspector_id);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_check(struct ops_ctl *ctl,
-                     const struct ops_args *a,
-                     const struct case_cmd *cmd,
-                     uint64_t id)
-{
-    Cityops__V1__CheckRequest req = CITYOPS__V1__CHECK_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    struct attach_set set;
-    int rv;
-
-    if ((rv = either(ctl, a, cmd, "pass", "fail", &req.passed)) ||
-        (rv = attach_parse(
-             ctl, a, CITYOPS__V1__ATTACHMENT_STAGE__ATTACHMENT_STAGE_CHECK,
-             &set))) {
-        return rv;
-    }
-    if (ops_arg(a, "note") != NULL) {
-        req.note = ops_arg(a, "note");
-    }
-    req.n_attachments = set.n;
-    req.attachments = set.ptrs;
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
-}
-
-static int run_close(struct ops_ctl *ctl,
-                     const struct ops_args *a,
-                     const struct case_cmd *cmd,
-                     uint64_t id)
-{
-    Cityops__V1__CloseRequest req = CITYOPS__V1__CLOSE_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
-    int type = 0;
-    int rv;
-
-    rv =
-        enum_arg(ctl, a, "type", &cityops__v1__closure_type__descriptor, &type);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    req.closure_type = (Cityops__V1__ClosureType)type;
-    if (ops_arg(a, "reason") != NULL) {
-        req.reason = ops_arg(a, "reason");
-    }
-    req.case_id = id;
-    ops_ctx_fill(ctl, &ctx, cmd->role);
-    req.ctx = &ctx;
-    return case_call(ctl, cmd, &req.base);
+    cityops__v1__request_context__init(&w.ctx);
+    ops_ctx_fill(ctl, &w.ctx, cmd->role);
+    *(Cityops__V1__RequestContext **)field(m, "ctx", PROTOBUF_C_TYPE_MESSAGE) =
+        &w.ctx;
+    return case_call(ctl, cmd, m);
 }
 
 /* --- reads --- */
+
+/* Get and History: {read, case_id} in the shape's message, in @buf. */
+static ProtobufCMessage *read_build(const struct ops_ctl *ctl,
+                                    const struct case_cmd *cmd,
+                                    uint64_t id,
+                                    union req_buf *buf,
+                                    Cityops__V1__ReadOptions *read)
+{
+    ProtobufCMessage *m = &buf->base;
+
+    assert(cmd->shape->desc->sizeof_message <= sizeof(*buf));
+    protobuf_c_message_init(cmd->shape->desc, buf);
+    cityops__v1__read_options__init(read);
+    ops_read_fill(ctl, read,
+                  CITYOPS__V1__CONSISTENCY__CONSISTENCY_LINEARIZABLE);
+    *(Cityops__V1__ReadOptions **)field(m, "read", PROTOBUF_C_TYPE_MESSAGE) =
+        read;
+    *(uint64_t *)field(m, "case_id", PROTOBUF_C_TYPE_UINT64) = id;
+    return m;
+}
 
 static int run_get(struct ops_ctl *ctl,
                    const struct ops_args *a,
                    const struct case_cmd *cmd,
                    uint64_t id)
 {
-    Cityops__V1__GetRequest req = CITYOPS__V1__GET_REQUEST__INIT;
-    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    Cityops__V1__ReadOptions read;
+    union req_buf buf;
 
     (void)a;
-    ops_read_fill(ctl, &read,
-                  CITYOPS__V1__CONSISTENCY__CONSISTENCY_LINEARIZABLE);
-    req.read = &read;
-    req.case_id = id;
-    return case_call(ctl, cmd, &req.base);
+    return case_call(ctl, cmd, read_build(ctl, cmd, id, &buf, &read));
 }
 
 static int run_history(struct ops_ctl *ctl,
@@ -626,17 +544,13 @@ static int run_history(struct ops_ctl *ctl,
                        const struct case_cmd *cmd,
                        uint64_t id)
 {
-    Cityops__V1__HistoryRequest req = CITYOPS__V1__HISTORY_REQUEST__INIT;
-    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    Cityops__V1__ReadOptions read;
     ProtobufCMessage *resp = NULL;
+    union req_buf buf;
     int rv;
 
     (void)a;
-    ops_read_fill(ctl, &read,
-                  CITYOPS__V1__CONSISTENCY__CONSISTENCY_LINEARIZABLE);
-    req.read = &read;
-    req.case_id = id;
-    rv = ops_call(ctl, cmd->method, &req.base,
+    rv = ops_call(ctl, cmd->method, read_build(ctl, cmd, id, &buf, &read),
                   &cityops__v1__history_response__descriptor, &resp);
     if (rv != OPS_EXIT_OK) {
         return rv;
@@ -825,57 +739,164 @@ out_free:
 
 /* --- the table --- */
 
+#define ROLE(r) CITYOPS__V1__ROLE__ROLE_##r
+#define STAGE(s) CITYOPS__V1__ATTACHMENT_STAGE__ATTACHMENT_STAGE_##s
+
+static const struct req_shape shape_report = {
+    .desc = &cityops__v1__report_request__descriptor,
+    .stage = STAGE(REPORT),
+    .fills = {{FILL_STR_REQ, "type", NULL, NULL},
+              {FILL_ENUM, "type", "category_type", NULL},
+              {FILL_STR_REQ, "major", "major_code", NULL},
+              {FILL_STR_REQ, "minor", "minor_code", NULL},
+              {FILL_STR_REQ, "desc", "description", NULL},
+              {FILL_LOCATION, NULL, "location", NULL},
+              {FILL_ATTACH, "attach", "attachments", NULL},
+              {FILL_STR, "component-id", "component_id", NULL}},
+};
+
+/* Transitions that carry only a reason: accept, reject, void, ... */
+static const struct req_shape shape_action = {
+    .desc = &cityops__v1__case_action_request__descriptor,
+    .fills = {{FILL_REASON, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_request_verify = {
+    .desc = &cityops__v1__request_verify_request__descriptor,
+    .fills = {{FILL_STR_REQ, "inspector", "inspector_id", NULL}},
+};
+
+static const struct req_shape shape_verify_result = {
+    .desc = &cityops__v1__verify_result_request__descriptor,
+    .stage = STAGE(VERIFY),
+    .fills = {{FILL_EITHER, "found", "found", "not-found"},
+              {FILL_ATTACH, "attach", "attachments", NULL},
+              {FILL_STR, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_register = {
+    .desc = &cityops__v1__register_request__descriptor,
+    .fills = {{FILL_ENUM, "type", "category_type", NULL},
+              {FILL_STR, "major", "major_code", NULL},
+              {FILL_STR, "minor", "minor_code", NULL},
+              {FILL_STR, "condition", "condition", NULL}},
+};
+
+static const struct req_shape shape_merge = {
+    .desc = &cityops__v1__merge_request__descriptor,
+    .fills = {{FILL_CASE_ID, "into", "into_case_id", NULL},
+              {FILL_STR, "reason", "reason", NULL}},
+};
+
+/* dispatch and redispatch (the latter with a required reason). */
+static const struct req_shape shape_dispatch = {
+    .desc = &cityops__v1__dispatch_request__descriptor,
+    .fills = {{FILL_STR_REQ, "dept", "department_id", NULL},
+              {FILL_ENUM, "level", "level", NULL},
+              {FILL_TIME, "deadline", "disposal_deadline", NULL},
+              {FILL_REASON, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_report_disposal = {
+    .desc = &cityops__v1__report_disposal_request__descriptor,
+    .stage = STAGE(DISPOSAL),
+    .fills = {{FILL_EVIDENCE, "attach", "attachments", NULL},
+              {FILL_STR, "note", "note", NULL}},
+};
+
+static const struct req_shape shape_request_extension = {
+    .desc = &cityops__v1__request_extension_request__descriptor,
+    .fills = {{FILL_STR_REQ, "until", NULL, NULL},
+              {FILL_TIME, "until", "until", NULL},
+              {FILL_STR_REQ, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_decide_extension = {
+    .desc = &cityops__v1__decide_extension_request__descriptor,
+    .fills = {{FILL_EITHER, "approve", "approve", "deny"},
+              {FILL_TIME, "until", "until", NULL},
+              {FILL_STR, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_request_check = {
+    .desc = &cityops__v1__request_check_request__descriptor,
+    .fills = {{FILL_STR_REQ, "inspector", "inspector_id", NULL}},
+};
+
+static const struct req_shape shape_check = {
+    .desc = &cityops__v1__check_request__descriptor,
+    .stage = STAGE(CHECK),
+    .fills = {{FILL_EITHER, "pass", "passed", "fail"},
+              {FILL_ATTACH, "attach", "attachments", NULL},
+              {FILL_STR, "note", "note", NULL}},
+};
+
+static const struct req_shape shape_close = {
+    .desc = &cityops__v1__close_request__descriptor,
+    .fills = {{FILL_ENUM, "type", "closure_type", NULL},
+              {FILL_STR, "reason", "reason", NULL}},
+};
+
+static const struct req_shape shape_get = {
+    .desc = &cityops__v1__get_request__descriptor,
+};
+
+static const struct req_shape shape_history = {
+    .desc = &cityops__v1__history_request__descriptor,
+};
+
 #define ACTION_OPTS "reason"
 
 static const struct case_cmd case_cmds[] = {
     {"report",
      "type major minor component-id desc lon lat grid address datum attach",
-     run_report, "Cases/Report", CITYOPS__V1__ROLE__ROLE_INSPECTOR, 0, 0},
-    {"request-verify", "inspector", run_request_verify, "Cases/RequestVerify",
-     CITYOPS__V1__ROLE__ROLE_INTAKE_CLERK, 1, 0},
-    {"verify-result", "found not-found attach reason", run_verify_result,
-     "Cases/VerifyResult", CITYOPS__V1__ROLE__ROLE_INSPECTOR, 1, 0},
-    {"accept", ACTION_OPTS, run_action, "Cases/Accept",
-     CITYOPS__V1__ROLE__ROLE_INTAKE_CLERK, 1, 0},
-    {"register", "condition type major minor", run_register, "Cases/Register",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"reject", ACTION_OPTS, run_action, "Cases/Reject",
-     CITYOPS__V1__ROLE__ROLE_INTAKE_CLERK, 1, 1},
-    {"merge", "into reason", run_merge, "Cases/Merge",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"void", ACTION_OPTS, run_action, "Cases/Void",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 1},
-    {"dispatch", "dept level deadline", run_dispatch, "Cases/Dispatch",
-     CITYOPS__V1__ROLE__ROLE_DISPATCHER, 1, 0},
-    {"start-disposal", ACTION_OPTS, run_action, "Cases/StartDisposal",
-     CITYOPS__V1__ROLE__ROLE_DEPARTMENT, 1, 0},
-    {"return", ACTION_OPTS, run_action, "Cases/Return",
-     CITYOPS__V1__ROLE__ROLE_DEPARTMENT, 1, 1},
-    {"redispatch", "dept reason level deadline", run_dispatch,
-     "Cases/Redispatch", CITYOPS__V1__ROLE__ROLE_DISPATCHER, 1, 1},
-    {"report-disposal", "attach note", run_report_disposal,
-     "Cases/ReportDisposal", CITYOPS__V1__ROLE__ROLE_DEPARTMENT, 1, 0},
-    {"request-extension", "until reason", run_request_extension,
-     "Cases/RequestExtension", CITYOPS__V1__ROLE__ROLE_DEPARTMENT, 1, 0},
-    {"decide-extension", "approve deny until reason", run_decide_extension,
-     "Cases/DecideExtension", CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"request-check", "inspector", run_request_check, "Cases/RequestCheck",
-     CITYOPS__V1__ROLE__ROLE_DISPATCHER, 1, 0},
-    {"check", "pass fail attach note", run_check, "Cases/Check",
-     CITYOPS__V1__ROLE__ROLE_INSPECTOR, 1, 0},
-    {"rework", ACTION_OPTS, run_action, "Cases/Rework",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"close", "type reason", run_close, "Cases/Close",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"shelve", ACTION_OPTS, run_action, "Cases/Shelve",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 1},
-    {"unshelve", ACTION_OPTS, run_action, "Cases/Unshelve",
-     CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER, 1, 0},
-    {"get", "", run_get, "Cases/Get", 0, 1, 0},
+     run_write, "Cases/Report", ROLE(INSPECTOR), 0, 0, &shape_report},
+    {"request-verify", "inspector", run_write, "Cases/RequestVerify",
+     ROLE(INTAKE_CLERK), 1, 0, &shape_request_verify},
+    {"verify-result", "found not-found attach reason", run_write,
+     "Cases/VerifyResult", ROLE(INSPECTOR), 1, 0, &shape_verify_result},
+    {"accept", ACTION_OPTS, run_write, "Cases/Accept", ROLE(INTAKE_CLERK), 1, 0,
+     &shape_action},
+    {"register", "condition type major minor", run_write, "Cases/Register",
+     ROLE(SHIFT_LEADER), 1, 0, &shape_register},
+    {"reject", ACTION_OPTS, run_write, "Cases/Reject", ROLE(INTAKE_CLERK), 1, 1,
+     &shape_action},
+    {"merge", "into reason", run_write, "Cases/Merge", ROLE(SHIFT_LEADER), 1, 0,
+     &shape_merge},
+    {"void", ACTION_OPTS, run_write, "Cases/Void", ROLE(SHIFT_LEADER), 1, 1,
+     &shape_action},
+    {"dispatch", "dept level deadline", run_write, "Cases/Dispatch",
+     ROLE(DISPATCHER), 1, 0, &shape_dispatch},
+    {"start-disposal", ACTION_OPTS, run_write, "Cases/StartDisposal",
+     ROLE(DEPARTMENT), 1, 0, &shape_action},
+    {"return", ACTION_OPTS, run_write, "Cases/Return", ROLE(DEPARTMENT), 1, 1,
+     &shape_action},
+    {"redispatch", "dept reason level deadline", run_write, "Cases/Redispatch",
+     ROLE(DISPATCHER), 1, 1, &shape_dispatch},
+    {"report-disposal", "attach note", run_write, "Cases/ReportDisposal",
+     ROLE(DEPARTMENT), 1, 0, &shape_report_disposal},
+    {"request-extension", "until reason", run_write, "Cases/RequestExtension",
+     ROLE(DEPARTMENT), 1, 0, &shape_request_extension},
+    {"decide-extension", "approve deny until reason", run_write,
+     "Cases/DecideExtension", ROLE(SHIFT_LEADER), 1, 0,
+     &shape_decide_extension},
+    {"request-check", "inspector", run_write, "Cases/RequestCheck",
+     ROLE(DISPATCHER), 1, 0, &shape_request_check},
+    {"check", "pass fail attach note", run_write, "Cases/Check",
+     ROLE(INSPECTOR), 1, 0, &shape_check},
+    {"rework", ACTION_OPTS, run_write, "Cases/Rework", ROLE(SHIFT_LEADER), 1, 0,
+     &shape_action},
+    {"close", "type reason", run_write, "Cases/Close", ROLE(SHIFT_LEADER), 1, 0,
+     &shape_close},
+    {"shelve", ACTION_OPTS, run_write, "Cases/Shelve", ROLE(SHIFT_LEADER), 1, 1,
+     &shape_action},
+    {"unshelve", ACTION_OPTS, run_write, "Cases/Unshelve", ROLE(SHIFT_LEADER),
+     1, 0, &shape_action},
+    {"get", "", run_get, "Cases/Get", 0, 1, 0, &shape_get},
     {"list",
      "state dept type major minor grid from to page-size page-token all",
-     run_list, "Cases/List", 0, 0, 0},
-    {"history", "", run_history, "Cases/History", 0, 1, 0},
+     run_list, "Cases/List", 0, 0, 0, NULL},
+    {"history", "", run_history, "Cases/History", 0, 1, 0, &shape_history},
 };
 
 static const struct case_cmd *case_cmd_find(const char *name)
