@@ -105,6 +105,7 @@ struct cons {
     /* Store failure on a leader: hand leadership to a healthy voter. */
     int stepdown_inflight;
     uint64_t stepdown_next_ms;
+    uint64_t sync_next_ms; /* next periodic store_sync() */
 
     /* Start handshake. */
     pthread_mutex_t start_mutex;
@@ -1054,6 +1055,23 @@ static void auto_promote(struct cons *c)
     decision(c, "promote", d.detail);
 }
 
+/* With a store opened nosync, flush it every sync_interval_ms. */
+static void periodic_sync(struct cons *c)
+{
+    uint64_t now = now_ms();
+    int rv;
+
+    if (c->cfg.sync_interval_ms == 0 || now < c->sync_next_ms) {
+        return;
+    }
+    c->sync_next_ms = now + c->cfg.sync_interval_ms;
+    rv = store_sync(c->cfg.store);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "store sync: %s: %s", store_strerror(rv),
+             store_errmsg(c->cfg.store));
+    }
+}
+
 static void timer_cb(uv_timer_t *timer)
 {
     struct cons *c = timer->data;
@@ -1062,6 +1080,7 @@ static void timer_cb(uv_timer_t *timer)
     if (c->stopping) {
         return;
     }
+    periodic_sync(c);
     nudge(c);
     step_down(c);
     auto_promote(c);

@@ -3,7 +3,7 @@
  *   [node]     id, name, data_dir, grpc_address, raft_address, log_level
  *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
  *              snapshot_threshold, snapshot_trailing, max_batch
- *   [storage]  map_size_mb
+ *   [storage]  map_size_mb, sync (commit | periodic), sync_interval_ms
  *   [server]   write_wait_ms
  *   [audit]    key_file (Ed25519 PEM, mode 0600), checkpoint_every
  *   [cluster]  member = ID RAFT_ADDRESS GRPC_ADDRESS [voter|standby|spare]
@@ -143,6 +143,16 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("storage", "map_size_mb")) {
         bad = parse_uint(value, 1u << 24, &v) != 0 || v < 1;
         cfg->map_size = (size_t)v << 20;
+    } else if (IS("storage", "sync")) {
+        bad = strcmp(value, "commit") != 0 && strcmp(value, "periodic") != 0;
+        if (strcmp(value, "commit") == 0) {
+            cfg->sync_interval_ms = 0;
+        } else if (cfg->sync_interval_ms == 0) {
+            cfg->sync_interval_ms = 100;
+        }
+    } else if (IS("storage", "sync_interval_ms")) {
+        bad = parse_uint(value, 60000, &v) != 0 || v == 0;
+        cfg->sync_interval_ms = (unsigned)v;
     } else if (IS("server", "write_wait_ms")) {
         bad = parse_uint(value, 600000, &v) != 0;
         cfg->write_wait_ms = (unsigned)v;
@@ -231,6 +241,7 @@ int node_config_load(const char *path,
     cfg->election_ms = 1000;
     cfg->write_wait_ms = 5000;
     cfg->checkpoint_every = 1000;
+    cfg->sync_interval_ms = 100;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);
     if (rv == -1) {

@@ -49,7 +49,8 @@ static int make_dir(const char *path)
 static int open_store(struct node *n)
 {
     char path[NODE_PATH_SIZE + 16];
-    struct store_options opts = {.map_size = n->cfg.map_size};
+    struct store_options opts = {.map_size = n->cfg.map_size,
+                                 .nosync = n->cfg.sync_interval_ms > 0};
     int rv;
 
     snprintf(path, sizeof path, "%s/store", n->cfg.data_dir);
@@ -118,6 +119,7 @@ static int start_cons(struct node *n)
     cc.max_batch = n->cfg.max_batch;
     cc.store = n->store;
     cc.auto_promote_ms = n->cfg.auto_promote_ms;
+    cc.sync_interval_ms = n->cfg.sync_interval_ms;
     cc.one_voter_per_zone = n->cfg.one_voter_per_zone;
     cc.hooks.data = n;
     cc.hooks.zone_of = hook_zone_of;

@@ -43,6 +43,7 @@ struct node_config {
     unsigned max_batch;
     unsigned write_wait_ms; /* bounded wait for a leader on writes */
     size_t map_size;        /* LMDB map size, bytes */
+    unsigned sync_interval_ms; /* 0: fsync the store on every commit */
     unsigned auto_promote_ms; /* standby auto-promotion; 0 = off */
     char audit_key_file[NODE_PATH_SIZE]; /* Ed25519 PEM; "" = no signing */
     unsigned checkpoint_every;            /* records; 0 = on demand only */

@@ -7,6 +7,11 @@
  * the log durable and every apply transaction records the index it applied:
  * after a restart the lost entries are applied again from the log.
  *
+ * With store_options.nosync the environment also takes MDB_NOSYNC and the
+ * owner calls store_sync() every few milliseconds (the node: every
+ * [storage] sync_interval_ms): the same argument covers the commits since the
+ * last sync; store.h states the trade-off in full.
+ *
  * MDB_NOTLS: read transactions are not tied to a thread, so gRPC threads
  * may read while the loop thread writes; every reader uses its own short
  * transaction. One process owns a data directory: a flock() on a lock file
@@ -247,7 +252,9 @@ int store_env_open(struct store *s)
         rv = store_mdb_err(s, rc, "set map size %zu", s->map_size);
         goto err_close_env;
     }
-    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS | MDB_NOMETASYNC, 0644);
+    rc = mdb_env_open(s->env, s->dir,
+                      MDB_NOTLS | MDB_NOMETASYNC | (s->nosync ? MDB_NOSYNC : 0),
+                      0644);
     if (rc == EAGAIN || rc == EBUSY) {
         rv = store_errf(s, STORE_BUSY, "open environment %s: %s", s->dir,
                         mdb_strerror(rc));
@@ -272,6 +279,7 @@ err_close_env:
 void store_env_close(struct store *s)
 {
     if (s->env != NULL) {
+        mdb_env_sync(s->env, 1);
         mdb_env_close(s->env);
         s->env = NULL;
     }
@@ -320,6 +328,7 @@ static int store_alloc(const char *dir,
     }
     s->lock_fd = -1;
     s->map_size = STORE_DEFAULT_MAP_SIZE;
+    s->nosync = opts != NULL && opts->nosync;
     if (opts != NULL && opts->map_size != 0) {
         s->map_size = opts->map_size;
     }
@@ -380,6 +389,22 @@ void store_close(struct store *s)
         close(s->lock_fd);
     }
     store_free(s);
+}
+
+int store_sync(struct store *s)
+{
+    int rv = 0;
+    int rc;
+
+    pthread_rwlock_rdlock(&s->env_lock);
+    if (s->env != NULL) {
+        rc = mdb_env_sync(s->env, 1);
+        if (rc != 0) {
+            rv = store_mdb_err(s, rc, "sync");
+        }
+    }
+    pthread_rwlock_unlock(&s->env_lock);
+    return rv;
 }
 
 int store_read_begin(struct store *s, MDB_txn **txn)

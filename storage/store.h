@@ -55,6 +55,15 @@ struct store;
 
 struct store_options {
     size_t map_size; /* LMDB map size in bytes; 0 = 1 GiB */
+    /* 1: commits do not fsync (MDB_NOSYNC); the owner calls store_sync()
+     * periodically. An OS crash or power loss may then undo the commits
+     * since the last sync, which is safe only because Raft keeps the log
+     * durable and each apply transaction records the index it applied: the
+     * lost entries are applied again on restart (or a snapshot replaces the
+     * state). A process crash loses nothing (the page cache survives it).
+     * If the file system does not keep write order, a power loss can tear
+     * the environment: such a node is rebuilt from a peer (restore). */
+    int nosync;
 };
 
 /* Open (creating if needed) the environment in directory @dir, which must
@@ -63,6 +72,10 @@ int store_open(const char *dir,
                const struct store_options *opts,
                struct store **out);
 void store_close(struct store *s);
+
+/* Flush committed transactions to disk (fdatasync). Any thread. Needed only
+ * with nosync; a no-op cost otherwise. */
+int store_sync(struct store *s);
 
 /* Detail of the last error on this handle (loop thread) or a static string. */
 const char *store_errmsg(const struct store *s);

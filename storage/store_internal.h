@@ -67,6 +67,7 @@ struct store {
     MDB_dbi dbi[STORE_DB_N];
     char *dir;
     size_t map_size;
+    int nosync;  /* MDB_NOSYNC: the owner calls store_sync() */
     int lock_fd; /* flock()ed: one process per data directory */
     pthread_mutex_t errmsg_lock;
     char errmsg[STORE_ERRMSG_SIZE];

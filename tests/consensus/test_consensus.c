@@ -175,7 +175,7 @@ static struct cluster *cluster_new_ext(unsigned n,
                                        size_t map_size)
 {
     struct cluster *cl = calloc(1, sizeof *cl);
-    struct store_options opts = {map_size};
+    struct store_options opts = {.map_size = map_size};
     struct raft_configuration conf;
     unsigned i;
 
@@ -773,7 +773,7 @@ static void test_leader_resumes_applying_when_its_store_has_room_again(
     struct cons_fsm *f;
     struct store *roomy;
     char *roomy_dir;
-    struct store_options small = {256 * 1024};
+    struct store_options small = {.map_size = 256 * 1024};
     struct store *tiny;
     char *tiny_dir;
     struct applied a;
@@ -1542,7 +1542,7 @@ static void test_full_store_refuses_writes_with_storefail(void **state)
 {
     struct node n;
     struct cons *c = NULL;
-    struct store_options small = {256 * 1024};
+    struct store_options small = {.map_size = 256 * 1024};
     struct report *r = calloc(1000, sizeof *r);
     struct waiter *w = calloc(1000, sizeof *w);
     struct waiter refused;
@@ -1603,7 +1603,7 @@ static void bench_snapshot_of_100k_cases(void)
     struct timespec t0;
     struct timespec t1;
     char *dir = tmpdir_make("bench");
-    struct store_options opts = {(size_t)4 << 30};
+    struct store_options opts = {.map_size = (size_t)4 << 30};
     void *snap;
     size_t len;
     uint64_t index = 1;

@@ -107,7 +107,7 @@ static void dir_remove(const char *dir)
 
 static struct fx *fx_new(size_t map_size)
 {
-    struct store_options opts = {map_size};
+    struct store_options opts = {.map_size = map_size};
     struct fx *f = calloc(1, sizeof(*f));
 
     assert_non_null(f);
