@@ -54,6 +54,9 @@ static const struct opt_spec opt_specs[] = {
     {"actor-id", 1},
     {"public-key", 1},
     {"tree-size", 1},
+    {"archive", 1},
+    {"out", 1},
+    {"to-seq", 1},
     {"grpc", 1},
     {"as", 1},
     {"zone", 1},
@@ -158,6 +161,8 @@ static const char usage_text[] =
     "  audit heads                            tree heads held\n"
     "  audit verify [--public-key PEM]        recompute chain, heads,\n"
     "                                         signatures, case values\n"
+    "  audit verify --archive FILE            check an archive offline\n"
+    "  audit archive --out FILE [--to-seq N]  records [0,N) + heads to a file\n"
     "  audit proof SEQ [--tree-size N]        check one inclusion proof\n"
     "  audit consistency M N                  consistency proof of two heads\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "

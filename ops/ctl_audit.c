@@ -6,6 +6,10 @@
  *   audit verify [--public-key PEM] recompute the whole chain, every tree
  *                                   head and signature, and the current value
  *                                   of every case against the trail
+ *   audit verify --archive FILE     the same, offline, for an archive file
+ *   audit archive --out FILE [--to-seq N]
+ *                                   copy records [0, N) and their heads to
+ *                                   a file that verifies on its own
  *   audit proof SEQ [--tree-size N] check one record's inclusion proof
  *   audit consistency M N           RFC 6962 consistency proof M -> N
  *
@@ -13,6 +17,7 @@
  * serves: nothing is taken on trust from the node but the bytes. Reads
  * default to STALE, so `--endpoints` picks the replica that is checked. */
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -317,68 +322,42 @@ static int cases_check(struct ops_ctl *ctl, const struct trail *t,
     }
 }
 
-static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
+/* The chain, then every tree head and its signature. Returns 1 if anything
+ * is wrong (each finding printed). */
+static int verify_trail(const struct trail *t,
+                        const Cityops__V1__CheckpointList *cps,
+                        const uint8_t *key)
 {
-    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
-    Cityops__V1__ListCheckpointsRequest creq =
-        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
-    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
-    Cityops__V1__CheckpointList *cps = NULL;
-    ProtobufCMessage *resp = NULL;
-    uint8_t key[32];
-    uint8_t (*leaves)[HASH] = NULL;
+    uint8_t (*leaves)[HASH] = calloc(t->n + 1, sizeof *leaves);
     const char *why = "";
-    struct trail t;
-    size_t bad_at;
-    size_t n_cases = 0;
-    size_t n_bad_cases = 0;
+    size_t bad_at = chain_check(t, &why);
     int bad = 0;
-    int rv;
 
-    if (ops_arg(a, "public-key") != NULL &&
-        (rv = load_public_key(ctl, ops_arg(a, "public-key"), key)) != 0) {
-        return rv;
-    }
-    rv = trail_fetch(ctl, &filter, &t);
-    if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    read_fill(ctl, &read);
-    creq.read = &read;
-    rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
-                  &cityops__v1__checkpoint_list__descriptor, &resp);
-    if (rv != OPS_EXIT_OK) {
-        trail_free(&t);
-        return rv;
-    }
-    cps = (Cityops__V1__CheckpointList *)resp;
-    bad_at = chain_check(&t, &why);
-    if (bad_at < t.n) {
+    if (bad_at < t->n) {
         printf("CHAIN BROKEN at record %zu: %s\n", bad_at, why);
         printf("  record %zu: %s %s by %s (raft index %llu)\n", bad_at,
-               t.recs[bad_at]->operation, t.recs[bad_at]->target,
-               t.recs[bad_at]->actor_id,
-               (unsigned long long)t.recs[bad_at]->raft_index);
+               t->recs[bad_at]->operation, t->recs[bad_at]->target,
+               t->recs[bad_at]->actor_id,
+               (unsigned long long)t->recs[bad_at]->raft_index);
         bad = 1;
     } else {
-        printf("chain: %zu records, every hash recomputed and linked\n", t.n);
+        printf("chain: %zu records, every hash recomputed and linked\n", t->n);
     }
-    leaves = calloc(t.n + 1, sizeof *leaves);
-    for (size_t i = 0; i < t.n; i++) {
-        if (t.recs[i]->hash.len == HASH) {
-            sha256_prefixed(0, t.recs[i]->hash.data, NULL, leaves[i]);
+    for (size_t i = 0; leaves != NULL && i < t->n; i++) {
+        if (t->recs[i]->hash.len == HASH) {
+            sha256_prefixed(0, t->recs[i]->hash.data, NULL, leaves[i]);
         }
     }
-    for (size_t i = 0; i < cps->n_checkpoints; i++) {
+    for (size_t i = 0; leaves != NULL && i < cps->n_checkpoints; i++) {
         const Cityops__V1__Checkpoint *cp = cps->checkpoints[i];
         uint8_t root[HASH];
         char rh[2 * HASH + 1] = "";
         const char *sig;
 
-        if (cp->tree_size > t.n) {
+        if (cp->tree_size > t->n) {
             printf("CHECKPOINT %llu: covers more records than the trail "
                    "holds (%zu): records were removed\n",
-                   (unsigned long long)cp->tree_size, t.n);
+                   (unsigned long long)cp->tree_size, t->n);
             bad = 1;
             continue;
         }
@@ -397,7 +376,7 @@ static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
         }
         if (cp->signature.len == 0) {
             sig = "unsigned";
-        } else if (signature_ok(cp, ops_arg(a, "public-key") ? key : NULL)) {
+        } else if (signature_ok(cp, key)) {
             sig = "signature ok";
         } else {
             sig = "SIGNATURE INVALID";
@@ -407,11 +386,246 @@ static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
                (unsigned long long)cp->tree_size, rh, sig);
     }
     free(leaves);
-    rv = cases_check(ctl, &t, &n_cases, &n_bad_cases);
-    if (rv == OPS_EXIT_OK) {
-        if (n_bad_cases == 0) {
+    return bad;
+}
+
+/* Archive file: "COAUDIT1\n", then each record ('R') and finally the
+ * checkpoint list ('C'), each as a kind byte, a u32 big-endian length and
+ * the packed message. An archive
+ * holds records [0, n): the whole history up to a point, so that it verifies
+ * on its own and the live chain continues from its last hash. */
+#define ARCHIVE_MAGIC "COAUDIT1\n"
+
+static int put_msg(FILE *f, char kind, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t hdr[5] = {(uint8_t)kind, (uint8_t)(len >> 24),
+                      (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    int ok;
+
+    if (buf == NULL) {
+        return -1;
+    }
+    protobuf_c_message_pack(m, buf);
+    ok = fwrite(hdr, 1, 5, f) == 5 && fwrite(buf, 1, len, f) == len;
+    free(buf);
+    return ok ? 0 : -1;
+}
+
+static uint8_t *get_msg(FILE *f, char *kind, size_t *len)
+{
+    uint8_t hdr[5];
+    uint8_t *buf;
+
+    if (fread(hdr, 1, 5, f) != 5) {
+        return NULL;
+    }
+    *kind = (char)hdr[0];
+    *len = (size_t)hdr[1] << 24 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 8 |
+           hdr[4];
+    if (*len > 64u << 20) {
+        return NULL;
+    }
+    buf = malloc(*len > 0 ? *len : 1);
+    if (buf != NULL && fread(buf, 1, *len, f) != *len) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Read an archive into @t and *cps. Records and the list are unpacked; the
+ * trail owns them through its pages. */
+static int archive_read(struct ops_ctl *ctl, const char *path, struct trail *t,
+                        Cityops__V1__CheckpointList **cps)
+{
+    FILE *f = fopen(path, "rb");
+    char magic[sizeof ARCHIVE_MAGIC - 1];
+    uint8_t *buf;
+    size_t len;
+    char kind;
+
+    memset(t, 0, sizeof *t);
+    *cps = NULL;
+    if (f == NULL || fread(magic, 1, sizeof magic, f) != sizeof magic ||
+        memcmp(magic, ARCHIVE_MAGIC, sizeof magic) != 0) {
+        if (f != NULL) {
+            fclose(f);
+        }
+        return ops_usage_error(ctl, "%s: not a cityops audit archive", path);
+    }
+    while (*cps == NULL && (buf = get_msg(f, &kind, &len)) != NULL) {
+        ProtobufCMessage *m = NULL;
+        void *grown;
+
+        if (kind == 'C') {
+            *cps = cityops__v1__checkpoint_list__unpack(NULL, len, buf);
+        } else if (kind == 'R') {
+            m = protobuf_c_message_unpack(
+                &cityops__v1__audit_record__descriptor, NULL, len, buf);
+        }
+        free(buf);
+        if (m == NULL) {
+            break;
+        }
+        grown = realloc(t->pages, (t->n_pages + 1) * sizeof *t->pages);
+        if (grown != NULL) {
+            t->pages = grown;
+            t->pages[t->n_pages++] = m;
+            grown = realloc(t->recs, (t->n + 1) * sizeof *t->recs);
+        }
+        if (grown == NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            break;
+        }
+        t->recs = grown;
+        t->recs[t->n++] = (Cityops__V1__AuditRecord *)m;
+    }
+    fclose(f);
+    if (*cps == NULL) {
+        trail_free(t);
+        printf("archive %s is truncated or damaged\n", path);
+        return OPS_EXIT_FAIL;
+    }
+    return OPS_EXIT_OK;
+}
+
+static int run_archive(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
+    Cityops__V1__ListCheckpointsRequest creq =
+        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
+    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    Cityops__V1__CheckpointList *cps;
+    Cityops__V1__CheckpointList keep = CITYOPS__V1__CHECKPOINT_LIST__INIT;
+    ProtobufCMessage *resp = NULL;
+    const char *out = ops_arg(a, "out");
+    uint64_t to = UINT64_MAX;
+    char head[2 * HASH + 1] = "";
+    struct trail t;
+    FILE *f;
+    int rv;
+
+    if (out == NULL) {
+        return ops_usage_error(ctl, "audit archive: --out FILE is required");
+    }
+    if (ops_arg(a, "to-seq") != NULL &&
+        ops_parse_u64(ops_arg(a, "to-seq"), &to) != 0) {
+        return ops_usage_error(ctl, "audit archive: bad --to-seq");
+    }
+    rv = trail_fetch(ctl, &filter, &t);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    read_fill(ctl, &read);
+    creq.read = &read;
+    rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
+                  &cityops__v1__checkpoint_list__descriptor, &resp);
+    if (rv != OPS_EXIT_OK) {
+        trail_free(&t);
+        return rv;
+    }
+    cps = (Cityops__V1__CheckpointList *)resp;
+    if (to > t.n) {
+        to = t.n;
+    }
+    keep.checkpoints = cps->checkpoints;
+    while (keep.n_checkpoints < cps->n_checkpoints &&
+           cps->checkpoints[keep.n_checkpoints]->tree_size <= to) {
+        keep.n_checkpoints++;
+    }
+    f = fopen(out, "wbx");
+    if (f == NULL) {
+        fprintf(stderr, "cityctl: audit archive: cannot create %s (it must "
+                        "not exist yet)\n", out);
+        rv = OPS_EXIT_FAIL;
+        goto out_free;
+    }
+    rv = fputs(ARCHIVE_MAGIC, f) >= 0 ? 0 : -1;
+    for (uint64_t i = 0; rv == 0 && i < to; i++) {
+        rv = put_msg(f, 'R', &t.recs[i]->base);
+    }
+    if (rv == 0) {
+        rv = put_msg(f, 'C', &keep.base);
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        rv = -1;
+    }
+    fclose(f);
+    if (rv != 0) {
+        fprintf(stderr, "cityctl: audit archive: writing %s failed\n", out);
+        rv = OPS_EXIT_FAIL;
+        goto out_free;
+    }
+    if (to > 0 && t.recs[to - 1]->hash.len == HASH) {
+        hex(t.recs[to - 1]->hash.data, HASH, head);
+    }
+    if (ctl->json) {
+        json_t *j = json_pack("{s:I,s:I,s:s,s:s}", "records", (json_int_t)to,
+                              "checkpoints", (json_int_t)keep.n_checkpoints,
+                              "out", out, "last_hash", head);
+        rv = j != NULL ? ops_json_print(j) : OPS_EXIT_FAIL;
+    } else {
+        printf("archived records 0..%llu and %zu tree heads to %s; last hash "
+               "%s\n",
+               (unsigned long long)(to > 0 ? to - 1 : 0), keep.n_checkpoints,
+               out, head);
+        rv = OPS_EXIT_OK;
+    }
+out_free:
+    protobuf_c_message_free_unpacked(resp, NULL);
+    trail_free(&t);
+    return rv;
+}
+
+static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
+    Cityops__V1__ListCheckpointsRequest creq =
+        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
+    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    Cityops__V1__CheckpointList *cps = NULL;
+    ProtobufCMessage *resp = NULL;
+    const char *archive = ops_arg(a, "archive");
+    uint8_t key[32];
+    struct trail t;
+    size_t n_cases = 0;
+    size_t n_bad_cases = 0;
+    int bad;
+    int rv;
+
+    if (ops_arg(a, "public-key") != NULL &&
+        (rv = load_public_key(ctl, ops_arg(a, "public-key"), key)) != 0) {
+        return rv;
+    }
+    if (archive != NULL) {
+        rv = archive_read(ctl, archive, &t, &cps);
+        if (rv != OPS_EXIT_OK) {
+            return rv;
+        }
+        resp = &cps->base;
+    } else {
+        rv = trail_fetch(ctl, &filter, &t);
+        if (rv != OPS_EXIT_OK) {
+            return rv;
+        }
+        read_fill(ctl, &read);
+        creq.read = &read;
+        rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
+                      &cityops__v1__checkpoint_list__descriptor, &resp);
+        if (rv != OPS_EXIT_OK) {
+            trail_free(&t);
+            return rv;
+        }
+        cps = (Cityops__V1__CheckpointList *)resp;
+    }
+    bad = verify_trail(&t, cps, ops_arg(a, "public-key") ? key : NULL);
+    if (archive == NULL) {
+        rv = cases_check(ctl, &t, &n_cases, &n_bad_cases);
+        if (rv == OPS_EXIT_OK && n_bad_cases == 0) {
             printf("cases: %zu current values match the trail\n", n_cases);
-        } else {
+        } else if (rv == OPS_EXIT_OK) {
             printf("cases: %zu of %zu differ from the trail\n", n_bad_cases,
                    n_cases);
             bad = 1;
@@ -703,7 +917,10 @@ const char *ctl_audit_options(const char *sub)
         return "target actor-id from to all";
     }
     if (strcmp(sub, "verify") == 0) {
-        return "public-key";
+        return "public-key archive";
+    }
+    if (strcmp(sub, "archive") == 0) {
+        return "out to-seq";
     }
     if (strcmp(sub, "proof") == 0) {
         return "tree-size";
@@ -721,6 +938,9 @@ int ctl_audit_run(struct ops_ctl *ctl, const struct ops_args *a)
 
     if (strcmp(sub, "verify") == 0) {
         return run_verify(ctl, a);
+    }
+    if (strcmp(sub, "archive") == 0) {
+        return run_archive(ctl, a);
     }
     if (strcmp(sub, "proof") == 0) {
         return run_proof(ctl, a);
