@@ -628,8 +628,148 @@ static int bytes_equal(const ProtobufCBinaryData *a,
 }
 
 /* Attach the leader's signature to a stored head, after checking it. */
+/* Append a row to @link's outbox with the next seq of that link. */
+static int outbox_put(struct store *s,
+                      MDB_txn *txn,
+                      const char *link,
+                      const char *kind,
+                      int64_t time,
+                      uint64_t index,
+                      const ProtobufCMessage *payload)
+{
+    Cityops__V1__OutboxMessage row = CITYOPS__V1__OUTBOX_MESSAGE__INIT;
+    size_t llen = strlen(link);
+    uint8_t key[64];
+    uint8_t *buf = NULL;
+    MDB_val k = {llen + 1 + 8, key};
+    MDB_val v;
+    MDB_cursor *cur;
+    uint64_t seq = 1;
+    int rc;
+
+    if (llen + 1 + 8 > sizeof key) {
+        return store_errf(s, STORE_INVALID, "outbox link name too long");
+    }
+    /* The last row of this link: the one just below (link, '\0', 2^64-1). */
+    memcpy(key, link, llen);
+    key[llen] = '\0';
+    store_be64_put(key + llen + 1, UINT64_MAX);
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_OUTBOX], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "outbox cursor");
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                 : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == llen + 1 + 8 &&
+        memcmp(k.mv_data, link, llen + 1) == 0) {
+        seq = store_be64_get((const uint8_t *)k.mv_data + llen + 1) + 1;
+    }
+    mdb_cursor_close(cur);
+    row.link = (char *)link;
+    row.seq = seq;
+    row.kind = (char *)kind;
+    row.created_at = time;
+    row.raft_index = index;
+    row.payload.len = protobuf_c_message_get_packed_size(payload);
+    row.payload.data = malloc(row.payload.len > 0 ? row.payload.len : 1);
+    if (row.payload.data == NULL) {
+        return store_errf(s, STORE_NOMEM, "outbox: out of memory");
+    }
+    protobuf_c_message_pack(payload, row.payload.data);
+    v.mv_size = cityops__v1__outbox_message__get_packed_size(&row);
+    buf = malloc(v.mv_size > 0 ? v.mv_size : 1);
+    if (buf == NULL) {
+        free(row.payload.data);
+        return store_errf(s, STORE_NOMEM, "outbox: out of memory");
+    }
+    cityops__v1__outbox_message__pack(&row, buf);
+    v.mv_data = buf;
+    memcpy(key, link, llen);
+    key[llen] = '\0';
+    store_be64_put(key + llen + 1, seq);
+    k.mv_size = llen + 1 + 8;
+    k.mv_data = key;
+    rc = mdb_put(txn, s->dbi[STORE_DB_OUTBOX], &k, &v, 0);
+    free(buf);
+    free(row.payload.data);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "put outbox/%s/%llu", link,
+                             (unsigned long long)seq);
+    }
+    return 0;
+}
+
+int store_outbox_list(struct store *s,
+                      const char *link,
+                      uint64_t after,
+                      size_t max,
+                      Cityops__V1__OutboxMessage ***out,
+                      size_t *n)
+{
+    size_t llen = strlen(link);
+    uint8_t key[64];
+    MDB_val k = {llen + 1 + 8, key};
+    MDB_val v;
+    MDB_cursor *cur;
+    MDB_txn *txn;
+    Cityops__V1__OutboxMessage **rows;
+    size_t got = 0;
+    int rv;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (llen + 1 + 8 > sizeof key) {
+        return STORE_INVALID;
+    }
+    rows = calloc(max > 0 ? max : 1, sizeof *rows);
+    if (rows == NULL) {
+        return STORE_NOMEM;
+    }
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        free(rows);
+        return rv;
+    }
+    memcpy(key, link, llen);
+    key[llen] = '\0';
+    store_be64_put(key + llen + 1, after + 1);
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_OUTBOX], &cur);
+    if (rc != 0) {
+        rv = store_mdb_err(s, rc, "outbox cursor");
+        goto out_end;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && got < max && k.mv_size == llen + 1 + 8 &&
+         memcmp(k.mv_data, link, llen + 1) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        rows[got] = cityops__v1__outbox_message__unpack(NULL, v.mv_size,
+                                                        v.mv_data);
+        if (rows[got] == NULL) {
+            rv = store_errf(s, STORE_CORRUPT, "outbox row does not decode");
+            break;
+        }
+        got++;
+    }
+    mdb_cursor_close(cur);
+out_end:
+    store_read_end(s, txn);
+    if (rv != 0) {
+        for (size_t i = 0; i < got; i++) {
+            cityops__v1__outbox_message__free_unpacked(rows[i], NULL);
+        }
+        free(rows);
+        return rv;
+    }
+    *out = rows;
+    *n = got;
+    return 0;
+}
+
 static int checkpoint_sign(struct store *s,
                            MDB_txn *txn,
+                           uint64_t index,
                            const Cityops__V1__Command *cmd,
                            Cityops__V1__CommandResult *res)
 {
@@ -675,6 +815,12 @@ static int checkpoint_sign(struct store *s,
     signed_cp.signature = sig->signature;
     signed_cp.public_key = sig->public_key;
     rv = checkpoint_put(s, txn, &signed_cp);
+    if (rv == 0) {
+        /* Queue the signed head for the parent tier to witness, in the same
+         * transaction (transactional outbox). */
+        rv = outbox_put(s, txn, "parent", "audit_checkpoint", cmd->time,
+                        index, &signed_cp.base);
+    }
 out_free_cp:
     cityops__v1__checkpoint__free_unpacked(cp, NULL);
     return rv;
@@ -697,7 +843,7 @@ int audit_apply(struct store *s,
     if (cmd->op_case == CITYOPS__V1__COMMAND__OP_CHECKPOINT) {
         return checkpoint_take(s, txn, index, cmd, t, res);
     }
-    return checkpoint_sign(s, txn, cmd, res);
+    return checkpoint_sign(s, txn, index, cmd, res);
 }
 
 void store_checkpoint_message(const Cityops__V1__Checkpoint *cp,

@@ -44,6 +44,7 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_IDX_REPORTED] = "idx_reported",
     [STORE_DB_SESSIONS] = "sessions",
     [STORE_DB_MEMBERS] = "members",
+    [STORE_DB_OUTBOX] = "outbox",
     [STORE_DB_CLUSTER_EVENTS] = "cluster_events",
     [STORE_DB_AUDIT] = "audit",
     [STORE_DB_CHECKPOINTS] = "checkpoints",

@@ -218,6 +218,16 @@ int store_audit_consistency(struct store *s,
                             uint64_t second,
                             Cityops__V1__ConsistencyProofResponse **out);
 
+/* The outbox rows of @link with seq > @after, in order (at most @max). *out
+ * is a malloc'd array of *n unpacked rows: free each with
+ * cityops__v1__outbox_message__free_unpacked, then the array. */
+int store_outbox_list(struct store *s,
+                      const char *link,
+                      uint64_t after,
+                      size_t max,
+                      Cityops__V1__OutboxMessage ***out,
+                      size_t *n);
+
 /* The message a checkpoint signature covers (see audit.proto); @out must
  * hold STORE_CHECKPOINT_MSG_SIZE bytes. */
 #define STORE_CHECKPOINT_MSG_SIZE (21 + 8 + STORE_HASH_SIZE + 8)

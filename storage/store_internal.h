@@ -13,6 +13,7 @@
  *   idx_reported  reported time (i64, sign flipped), case id u64 -> empty
  *   sessions      client id (bytes)                  -> seq u64, packed
  *                                                       CommandResult
+ *   outbox        link, '\0', seq u64                -> packed OutboxMessage
  *   members       member id u64                      -> packed Member
  *   cluster_events raft index u64                    -> packed ClusterEvent
  *   audit         seq u64                            -> packed AuditRecord
@@ -42,6 +43,7 @@ enum store_db {
     STORE_DB_IDX_REPORTED,
     STORE_DB_SESSIONS,
     STORE_DB_MEMBERS,
+    STORE_DB_OUTBOX,
     STORE_DB_CLUSTER_EVENTS,
     STORE_DB_AUDIT,
     STORE_DB_CHECKPOINTS,

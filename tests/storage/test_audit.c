@@ -1246,6 +1246,8 @@ static void test_ed25519_signature_is_verified_and_stored(void **state)
     EVP_PKEY_free(key);
 }
 
+static size_t outbox_count(struct fx *f);
+
 static void assert_unsigned(struct fx *f, uint64_t tree_size)
 {
     Cityops__V1__Checkpoint *cp = checkpoint(f, tree_size);
@@ -1293,6 +1295,7 @@ test_wrong_signature_is_refused_and_head_stays_unsigned(void **state)
     assert_int_equal(res->code, RC(INVALID_ARGUMENT));
     assert_unsigned(f, 2);
     assert_int_equal(trail_size(f, NULL), 8); /* every refusal recorded */
+    assert_int_equal(outbox_count(f), 0);     /* nothing queued for them */
 
     res = apply1(f, cmd_sign(2, sig, 64, pub, 32, R(ADMIN)));
     assert_int_equal(res->code, RC(OK));
@@ -1301,6 +1304,69 @@ test_wrong_signature_is_refused_and_head_stays_unsigned(void **state)
     cityops__v1__checkpoint__free_unpacked(cp, NULL);
     EVP_PKEY_free(key);
     EVP_PKEY_free(other);
+}
+
+static size_t outbox_count(struct fx *f)
+{
+    Cityops__V1__OutboxMessage **rows = NULL;
+    size_t n = 0;
+
+    assert_int_equal(store_outbox_list(f->s, "parent", 0, 100, &rows, &n),
+                     0);
+    for (size_t i = 0; i < n; i++) {
+        cityops__v1__outbox_message__free_unpacked(rows[i], NULL);
+    }
+    free(rows);
+    return n;
+}
+
+static void test_signed_head_is_queued_for_the_parent_tier(void **state)
+{
+    struct fx *f = *state;
+    Cityops__V1__OutboxMessage **rows = NULL;
+    Cityops__V1__Checkpoint *cp;
+    Cityops__V1__Checkpoint *queued;
+    uint8_t pub[32];
+    uint8_t sig[64];
+    EVP_PKEY *key = ed25519_new(pub);
+    size_t n = 0;
+
+    for (uint64_t size = 1; size <= 4; size += 3) {
+        report(f);
+        apply1(f, cmd_checkpoint(R(SYSTEM)));
+        cp = checkpoint(f, size);
+        ed25519_sign(key, cp, sig);
+        cityops__v1__checkpoint__free_unpacked(cp, NULL);
+        assert_int_equal(
+            apply1(f, cmd_sign(size, sig, 64, pub, 32, R(SYSTEM)))->code,
+            RC(OK));
+    }
+    /* The same signature again queues nothing more. */
+    assert_int_equal(apply1(f, cmd_sign(4, sig, 64, pub, 32, R(SYSTEM)))->code,
+                     RC(OK));
+    assert_int_equal(store_outbox_list(f->s, "parent", 0, 100, &rows, &n),
+                     0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rows[i]->seq, i + 1);
+        assert_string_equal(rows[i]->kind, "audit_checkpoint");
+        queued = cityops__v1__checkpoint__unpack(NULL, rows[i]->payload.len,
+                                                 rows[i]->payload.data);
+        assert_non_null(queued);
+        assert_int_equal(queued->tree_size, i == 0 ? 1 : 4);
+        assert_true(ed25519_verify(queued));
+        cityops__v1__checkpoint__free_unpacked(queued, NULL);
+        cityops__v1__outbox_message__free_unpacked(rows[i], NULL);
+    }
+    free(rows);
+    /* Reading after seq 1 gives the second row only. */
+    assert_int_equal(store_outbox_list(f->s, "parent", 1, 100, &rows, &n),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0]->seq, 2);
+    cityops__v1__outbox_message__free_unpacked(rows[0], NULL);
+    free(rows);
+    EVP_PKEY_free(key);
 }
 
 static void test_checkpoint_commands_need_system_admin_or_auditor(void **state)
@@ -1491,6 +1557,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_message_layout),
         T(test_ed25519_signature_is_verified_and_stored),
         T(test_wrong_signature_is_refused_and_head_stays_unsigned),
+        T(test_signed_head_is_queued_for_the_parent_tier),
         T(test_checkpoint_commands_need_system_admin_or_auditor),
         T(test_list_filters_pages_and_caps),
         T(test_page_token_names_the_next_match),
