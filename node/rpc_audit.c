@@ -111,7 +111,9 @@ void node_audit_read(struct node *n, struct rpc_call *call, int kind)
             fail(n, call, rv, "inclusion proof");
             return;
         }
-        if (store_checkpoint_get(n->store, size, &cp) == 0) {
+        /* storage attaches the head of that size when it has one */
+        if (r->checkpoint == NULL &&
+            store_checkpoint_get(n->store, size, &cp) == 0) {
             r->checkpoint = cp; /* freed with r */
         }
         out = &r->base;

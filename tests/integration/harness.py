@@ -18,6 +18,9 @@ BUILD = os.environ.get("CITYOPS_BUILD", os.path.join(
     os.path.dirname(__file__), "..", "..", "build"))
 CITYOPSD = os.path.join(BUILD, "node", "cityopsd")
 CITYCTL = os.path.join(BUILD, "ops", "cityctl")
+# Reports of an ASan+UBSan build of cityopsd (CITYOPS_BUILD=build-asan).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:")
 
 
 def free_ports(n):
@@ -114,16 +117,33 @@ class Node:
                 self.proc.wait(timeout=30)
 
     def stop(self):
+        """SIGTERM and wait. A node that does not exit cleanly (exit status,
+        or a sanitizer report in its log) is noted in cluster.problems."""
         if self.alive():
             self.proc.send_signal(signal.SIGCONT)   # in case it was stopped
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                rc = self.proc.wait(timeout=30)
+                if rc != 0:
+                    self.cluster.problems.append(
+                        "n%d exited %d after SIGTERM" % (self.id, rc))
             except subprocess.TimeoutExpired:
+                self.cluster.problems.append(
+                    "n%d did not stop within 30 s of SIGTERM" % self.id)
                 self.proc.kill()
                 self.proc.wait()
         if self.proc is not None and self.proc.stdout:
             self.proc.stdout.close()
+        self.check_log()
+
+    def check_log(self):
+        text = self.tail(100000)
+        for marker in SANITIZER_MARKERS:
+            if marker in text and (self.id, marker) not in self.cluster.seen:
+                self.cluster.seen.add((self.id, marker))
+                i = text.index(marker)
+                self.cluster.problems.append("n%d: %s" % (
+                    self.id, text[max(0, i - 200):i + 1500]))
 
     def tail(self, n=30):
         try:
@@ -139,6 +159,8 @@ class Cluster:
 
     def __init__(self, n=3, extra="", proxied=False):
         self.dir = tempfile.mkdtemp(prefix="cityops-it-")
+        self.problems = []   # unclean exits and sanitizer reports
+        self.seen = set()
         ports = free_ports(2 * n)
         self.nodes = [Node(self, i + 1, ports[2 * i], ports[2 * i + 1])
                       for i in range(n)]
@@ -169,13 +191,18 @@ class Cluster:
         finally:
             if self.net is not None:
                 self.net.stop()
+        problems = self.problems
         if keep and os.environ.get("CITYOPS_KEEP"):
             print("kept", self.dir)
-            return
-        if keep:
-            for node in self.nodes:
-                print("---- n%d log tail ----\n%s" % (node.id, node.tail()))
-        shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            if keep:
+                for node in self.nodes:
+                    print("---- n%d log tail ----\n%s" % (node.id,
+                                                          node.tail()))
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if problems and not keep:
+            raise AssertionError("nodes did not stop cleanly:\n" +
+                                 "\n".join(problems))
 
     def endpoints(self, nodes=None):
         return ",".join(n.grpc for n in (nodes or self.nodes))
