@@ -735,8 +735,10 @@ static void dispatch(struct cons *c,
         work_fail(w, CONS_SHUTDOWN, 0);
         return;
     }
-    if (w->kind == CONS_WORK_SUBMIT && store_failed(c)) {
-        /* Don't propose what this node could not apply. */
+    if ((w->kind == CONS_WORK_SUBMIT || w->kind == CONS_WORK_BARRIER) &&
+        store_failed(c)) {
+        /* Don't propose what this node could not apply; a barrier would
+         * wait, unbounded, until the store recovers. */
         work_fail(w, CONS_STOREFAIL, 0);
         return;
     }

@@ -176,6 +176,10 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     if (rv != 0) {
         goto err_close_peers;
     }
+    rv = node_reader_start(n);
+    if (rv != 0) {
+        goto err_close_peers;
+    }
     node_write_methods_add(n);
     node_read_methods_add(n);
     node_status_methods_add(n);
@@ -201,6 +205,7 @@ err_stop_rpc:
     rpc_server_shutdown(n->rpc);
     cons_stop(n->cons);
     n->cons = NULL;
+    node_reader_stop(n);
     rpc_server_destroy(n->rpc, 0);
     node_peers_close(n);
     store_close(n->store);
@@ -211,6 +216,7 @@ err_stop_rpc:
 err_close_peers:
     node_peers_close(n);
     cons_stop(n->cons);
+    node_reader_stop(n);
 err_close_store:
     store_close(n->store);
 err_free:
@@ -228,6 +234,7 @@ void node_stop(struct node *n)
     node_signer_stop(n->signer); /* it proposes: stop it before Raft */
     rpc_server_shutdown(n->rpc);
     cons_stop(n->cons);
+    node_reader_stop(n); /* runs the reads barriers handed over, then ends */
     rpc_server_destroy(n->rpc, 2000);
     node_peers_close(n);
     store_close(n->store);

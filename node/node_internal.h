@@ -31,10 +31,12 @@ struct node_book_entry {
 };
 
 struct node_signer;
+struct node_reader;
 
 struct node {
     struct node_config cfg;
     struct node_signer *signer;
+    struct node_reader *reader;
     struct store *store;
     struct cons *cons;
     struct rpc_server *rpc;
@@ -65,13 +67,16 @@ void node_member_grpc(struct node *n, uint64_t id, char *buf, size_t size);
 void node_member_zone(struct node *n, uint64_t id, char *buf, size_t size);
 void node_peers_close(struct node *n);
 
+/* The reader thread (reader.c): reads that follow a barrier run there, off
+ * the Raft loop and the completion-queue thread. post() from any thread. */
+int node_reader_start(struct node *n);
+void node_reader_stop(struct node *n);
+void node_reader_post(struct node *n, void (*fn)(void *arg), void *arg);
+
 /* Audit checkpointer (signer.c): a thread that, on the leader, asks for a
  * tree head every cfg.checkpoint_every records and signs unsigned heads. */
 int node_signer_start(struct node *n, struct node_signer **out);
 void node_signer_stop(struct node_signer *sg);
-/* Propose a checkpoint now and wait: the result code, or -1 if it was not
- * applied (not leader, no quorum). Not on the loop thread. */
-int node_checkpoint_propose(struct node *n);
 
 /* Propose a membership event record (fire and forget). Any thread. */
 void node_cluster_event(struct node *n,

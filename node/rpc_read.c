@@ -126,16 +126,37 @@ static void read_run(struct node *n, struct rpc_call *call, int kind)
     }
 }
 
+/* Reader thread. */
+static void read_job(void *arg)
+{
+    struct read *r = arg;
+    const Cityops__V1__ReadOptions *o =
+        node_read_options(rpc_call_request(r->call));
+    char msg[128];
+
+    if (o != NULL && o->min_index > store_applied_index(r->n->store)) {
+        snprintf(msg, sizeof msg,
+                 "min_index %llu is beyond what the cluster has committed; "
+                 "pass the applied_index a write returned",
+                 (unsigned long long)o->min_index);
+        rpc_call_fail(r->call, GRPC_STATUS_OUT_OF_RANGE, msg);
+    } else {
+        read_run(r->n, r->call, r->kind);
+    }
+    free(r);
+}
+
+/* Loop thread: never read here (a scan would stall heartbeats). */
 static void read_after_barrier(void *arg, int rv, uint64_t leader_id)
 {
     struct read *r = arg;
 
     if (rv != 0) {
         node_answer_not_applied(r->n, r->call, rv, leader_id);
-    } else {
-        read_run(r->n, r->call, r->kind);
+        free(r);
+        return;
     }
-    free(r);
+    node_reader_post(r->n, read_job, r);
 }
 
 /* The ReadOptions of a read request (field "read"), or NULL. */

@@ -4,8 +4,11 @@
  * roles, leader, term, commit/applied/last index per node, reachability,
  * and state digests on request.
  *
- * Fan-out completions run on the completion-queue thread, like the handler,
- * so the aggregate needs no lock. */
+ * Fan-out completions run on the completion-queue thread; the handler runs
+ * there too, or on the reader thread after a barrier (LINEARIZABLE), so the
+ * count of answers still due is atomic and whoever brings it to zero
+ * answers the call (acq_rel: the slots written before are visible). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +35,7 @@ struct status_slot {
 struct status_agg {
     struct node *n;
     struct rpc_call *call;
-    int pending;
+    _Atomic int pending; /* the handler's own share + one per member asked */
     size_t n_nodes;
     struct status_slot slots[CONS_MAX_MEMBERS];
     Cityops__V1__NodeStatus *ptrs[CONS_MAX_MEMBERS];
@@ -182,7 +185,7 @@ static void remote_done(void *arg,
         slot->ns.reachable = 0;
     }
     free(ask);
-    if (--a->pending == 0) {
+    if (atomic_fetch_sub(&a->pending, 1) == 1) {
         agg_finish(a);
     }
 }
@@ -220,10 +223,10 @@ static void ask_member(struct status_agg *a,
     deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                             gpr_time_from_millis(STATUS_FANOUT_MS,
                                                  GPR_TIMESPAN));
-    a->pending++;
+    atomic_fetch_add(&a->pending, 1);
     if (rpc_call_raw_async(n->rpc, ch, "/cityops.v1.Cluster/Status", buf, len,
                            deadline, remote_done, ask) != 0) {
-        a->pending--;
+        atomic_fetch_sub(&a->pending, 1);
         free(ask);
         snprintf(slot->error, sizeof slot->error, "cannot start a call");
         slot->ns.error = slot->error;
@@ -243,7 +246,7 @@ static void status_run(struct node *n, struct rpc_call *call)
     a->n = n;
     a->call = call;
     a->with_digest = req->with_digest;
-    a->pending = 1;
+    atomic_init(&a->pending, 1);
     cons_status_get(n->cons, &a->cs);
     if (req->local_only || a->cs.n_members == 0) {
         cityops__v1__node_status__init(&a->slots[0].ns);
@@ -279,7 +282,7 @@ static void status_run(struct node *n, struct rpc_call *call)
         }
         a->n_nodes = a->cs.n_members;
     }
-    if (--a->pending == 0) {
+    if (atomic_fetch_sub(&a->pending, 1) == 1) {
         agg_finish(a);
     }
 }
@@ -289,16 +292,26 @@ struct status_wait {
     struct rpc_call *call;
 };
 
+/* Reader thread. */
+static void status_job(void *arg)
+{
+    struct status_wait *w = arg;
+
+    status_run(w->n, w->call);
+    free(w);
+}
+
+/* Loop thread: the status (a digest reads the whole store) runs elsewhere. */
 static void status_after_barrier(void *arg, int rv, uint64_t leader_id)
 {
     struct status_wait *w = arg;
 
     if (rv != 0) {
         node_answer_not_applied(w->n, w->call, rv, leader_id);
-    } else {
-        status_run(w->n, w->call);
+        free(w);
+        return;
     }
-    free(w);
+    node_reader_post(w->n, status_job, w);
 }
 
 /* STALE (the default): this node's view at once. LINEARIZABLE or a

@@ -76,13 +76,40 @@ int node_signer_load_key(const char *path, EVP_PKEY **out, char *err,
     return 0;
 }
 
-/* Propose @cmd and wait for its result code (or -1 if not applied). */
+/* Propose @cmd and wait for its result code (-1 if not applied). The wait
+ * ends early when the signer is told to stop: a proposal whose entry the
+ * store cannot apply stays pending until Raft stops, and Raft stops after
+ * the signer. The wait state is shared with the callback and freed by
+ * whichever of the two lets go last. */
 struct sync_wait {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int done;
     int code;
+    int refs;
+    /* The proposed command lives here: cons borrows it until the callback,
+     * which may come after the signer gave up waiting. */
+    Cityops__V1__Command cmd;
+    Cityops__V1__CheckpointRequest checkpoint;
+    Cityops__V1__CheckpointSignature sig;
+    uint8_t signature[64];
+    uint8_t public_key[32];
+    char actor[32];
 };
+
+static void sync_unref(struct sync_wait *w)
+{
+    int last;
+
+    pthread_mutex_lock(&w->lock);
+    last = --w->refs == 0;
+    pthread_mutex_unlock(&w->lock);
+    if (last) {
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+        free(w);
+    }
+}
 
 static void sync_done(void *arg,
                       int rv,
@@ -97,82 +124,120 @@ static void sync_done(void *arg,
     w->done = 1;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
+    sync_unref(w);
 }
 
-static int propose_sync(struct node *n, Cityops__V1__Command *cmd)
+static int signer_stopping(struct node_signer *sg)
 {
-    struct sync_wait w;
+    int stop;
 
-    memset(&w, 0, sizeof w);
-    pthread_mutex_init(&w.lock, NULL);
-    pthread_cond_init(&w.cond, NULL);
-    if (cons_submit(n->cons, cmd, n->cfg.write_wait_ms, sync_done, &w) != 0) {
-        w.code = -1;
-        w.done = 1;
+    pthread_mutex_lock(&sg->lock);
+    stop = sg->stop;
+    pthread_mutex_unlock(&sg->lock);
+    return stop;
+}
+
+/* A wait with its command initialised: actor leader-N, role SYSTEM. */
+static struct sync_wait *sync_new(struct node_signer *sg)
+{
+    struct sync_wait *w = calloc(1, sizeof *w);
+
+    if (w == NULL) {
+        return NULL;
     }
-    pthread_mutex_lock(&w.lock);
-    while (!w.done) {
-        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    snprintf(w->actor, sizeof w->actor, "leader-%llu",
+             (unsigned long long)sg->n->cfg.id);
+    cityops__v1__command__init(&w->cmd);
+    w->cmd.actor_id = w->actor;
+    w->cmd.role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
+    return w;
+}
+
+static int propose_sync(struct node_signer *sg, struct sync_wait *w)
+{
+    struct node *n = sg->n;
+    struct timespec ts;
+    int code = -1;
+
+    w->refs = 2;
+    if (cons_submit(n->cons, &w->cmd, n->cfg.write_wait_ms, sync_done, w) !=
+        0) {
+        w->refs = 1; /* the callback will not run */
+        sync_unref(w);
+        return -1;
     }
-    pthread_mutex_unlock(&w.lock);
-    pthread_mutex_destroy(&w.lock);
-    pthread_cond_destroy(&w.cond);
-    return w.code;
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        if (!w->done) {
+            pthread_mutex_unlock(&w->lock);
+            if (signer_stopping(sg)) {
+                sync_unref(w); /* the callback frees it when it comes */
+                return -1;
+            }
+            pthread_mutex_lock(&w->lock);
+        }
+    }
+    code = w->code;
+    pthread_mutex_unlock(&w->lock);
+    sync_unref(w);
+    return code;
 }
 
-static void command_init(struct node *n, Cityops__V1__Command *cmd,
-                         char *actor, size_t size)
+static int checkpoint_propose(struct node_signer *sg)
 {
-    snprintf(actor, size, "leader-%llu", (unsigned long long)n->cfg.id);
-    cityops__v1__command__init(cmd);
-    cmd->actor_id = actor;
-    cmd->role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
-}
+    struct sync_wait *w = sync_new(sg);
 
-int node_checkpoint_propose(struct node *n)
-{
-    Cityops__V1__Command cmd;
-    Cityops__V1__CheckpointRequest req = CITYOPS__V1__CHECKPOINT_REQUEST__INIT;
-    char actor[32];
-
-    command_init(n, &cmd, actor, sizeof actor);
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_CHECKPOINT;
-    cmd.checkpoint = &req;
-    return propose_sync(n, &cmd);
+    if (w == NULL) {
+        return -1;
+    }
+    cityops__v1__checkpoint_request__init(&w->checkpoint);
+    w->cmd.op_case = CITYOPS__V1__COMMAND__OP_CHECKPOINT;
+    w->cmd.checkpoint = &w->checkpoint;
+    return propose_sync(sg, w);
 }
 
 /* Sign the checkpoint @cp and propose the signature. */
 static void sign_one(struct node_signer *sg, const Cityops__V1__Checkpoint *cp)
 {
-    Cityops__V1__Command cmd;
-    Cityops__V1__CheckpointSignature sig =
-        CITYOPS__V1__CHECKPOINT_SIGNATURE__INIT;
+    struct sync_wait *w = sync_new(sg);
     uint8_t msg[STORE_CHECKPOINT_MSG_SIZE];
-    uint8_t signature[64];
-    size_t sig_len = sizeof signature;
+    size_t sig_len = sizeof w->signature;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    char actor[32];
     int code;
 
     store_checkpoint_message(cp, msg);
-    if (ctx == NULL ||
+    if (w == NULL || ctx == NULL ||
         EVP_DigestSignInit(ctx, NULL, NULL, NULL, sg->key) != 1 ||
-        EVP_DigestSign(ctx, signature, &sig_len, msg, sizeof msg) != 1) {
+        EVP_DigestSign(ctx, w->signature, &sig_len, msg, sizeof msg) != 1) {
         clog(CLOG_ERROR, "audit", "cannot sign checkpoint %llu",
              (unsigned long long)cp->tree_size);
         EVP_MD_CTX_free(ctx);
+        if (w != NULL) {
+            w->refs = 1;
+            sync_unref(w);
+        }
         return;
     }
     EVP_MD_CTX_free(ctx);
-    command_init(sg->n, &cmd, actor, sizeof actor);
-    sig.tree_size = cp->tree_size;
-    sig.signature.data = signature;
-    sig.signature.len = sig_len;
-    sig.public_key.data = sg->public_key;
-    sig.public_key.len = sizeof sg->public_key;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_CHECKPOINT_SIGNATURE;
-    cmd.checkpoint_signature = &sig;
-    code = propose_sync(sg->n, &cmd);
+    memcpy(w->public_key, sg->public_key, sizeof w->public_key);
+    cityops__v1__checkpoint_signature__init(&w->sig);
+    w->sig.tree_size = cp->tree_size;
+    w->sig.signature.data = w->signature;
+    w->sig.signature.len = sig_len;
+    w->sig.public_key.data = w->public_key;
+    w->sig.public_key.len = sizeof w->public_key;
+    w->cmd.op_case = CITYOPS__V1__COMMAND__OP_CHECKPOINT_SIGNATURE;
+    w->cmd.checkpoint_signature = &w->sig;
+    code = propose_sync(sg, w);
     if (code == 0) {
         clog(CLOG_INFO, "audit", "checkpoint %llu signed",
              (unsigned long long)cp->tree_size);
@@ -248,7 +313,7 @@ static void round_run(struct node_signer *sg)
     if (n->cfg.checkpoint_every > 0 &&
         store_audit_head(n->store, &size, head) == 0 &&
         size >= covered + n->cfg.checkpoint_every) {
-        node_checkpoint_propose(n);
+        checkpoint_propose(sg);
         cityops__v1__checkpoint_list__free_unpacked(list, NULL);
         if (store_checkpoint_list(n->store, &list) != 0) {
             return;

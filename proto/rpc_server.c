@@ -242,14 +242,18 @@ static void slot_dispatch(struct rpc_slot *slot)
     int rv;
 
     if (c == NULL) {
-        /* Cannot even answer: cancel the call and drop it. */
+        /* Cannot even answer: cancel the call, drop it, keep serving. */
         grpc_call_cancel_with_status(slot->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "out of memory", NULL);
         grpc_call_unref(slot->call);
         grpc_metadata_array_destroy(&slot->md);
+        grpc_metadata_array_init(&slot->md);
         if (payload != NULL) {
             grpc_byte_buffer_destroy(payload);
         }
+        slot->call = NULL;
+        slot->payload = NULL;
+        slot_arm(slot);
         return;
     }
     rpc_server_hold(srv);
