@@ -21,20 +21,38 @@ const struct node_member *node_member_find(struct node *n, uint64_t id)
     return NULL;
 }
 
-/* The cached book entry for @id, loading it from the store if needed.
- * Caller holds book_lock. */
+/* The book entry for @id, checked against the store on every lookup (a
+ * member removed and added again may have moved). Caller holds book_lock. */
 static struct node_book_entry *book_entry(struct node *n, uint64_t id)
 {
     Cityops__V1__Member *m = NULL;
     struct node_book_entry *e;
 
+    if (id == 0 || store_member_get(n->store, id, &m) != 0) {
+        return NULL;
+    }
+    e = NULL;
     for (size_t i = 0; i < n->n_book; i++) {
         if (n->book[i].id == id) {
-            return &n->book[i];
+            e = &n->book[i];
         }
     }
-    if (n->n_book >= CONS_MAX_MEMBERS || id == 0 ||
-        store_member_get(n->store, id, &m) != 0) {
+    if (e != NULL) {
+        /* Re-added under a new address: drop the old channel. */
+        if (m->grpc_address != NULL &&
+            strcmp(e->grpc_address, m->grpc_address) != 0) {
+            clog(CLOG_INFO, "node", "member %llu moved to gRPC %s",
+                 (unsigned long long)id, m->grpc_address);
+            rpc_channel_close(e->ch);
+            e->ch = NULL;
+            snprintf(e->grpc_address, sizeof e->grpc_address, "%s",
+                     m->grpc_address);
+        }
+        cityops__v1__member__free_unpacked(m, NULL);
+        return e;
+    }
+    if (n->n_book >= CONS_MAX_MEMBERS) {
+        cityops__v1__member__free_unpacked(m, NULL);
         return NULL;
     }
     e = &n->book[n->n_book];

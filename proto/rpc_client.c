@@ -192,6 +192,12 @@ int rpc_call_unary(struct rpc_channel *ch,
                     *details = strdup("response does not decode");
                 }
             }
+        } else {
+            *status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            if (details != NULL) {
+                *details = strdup("out of memory reading the response");
+            }
+            rv = 0;
         }
         free(buf);
     } else if (details != NULL) {

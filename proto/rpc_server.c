@@ -402,7 +402,7 @@ int rpc_server_start(const struct rpc_server_config *cfg,
     grpc_arg slots[RPC_N_CHANNEL_ARGS];
     grpc_server_credentials *creds;
     int max_msg = cfg->max_message > 0 ? cfg->max_message : RPC_MAX_MESSAGE;
-    int bound;
+    int bound = -1; /* -1: failed before binding */
 
     srv = calloc(1, sizeof *srv);
     if (srv == NULL) {
@@ -450,8 +450,18 @@ int rpc_server_start(const struct rpc_server_config *cfg,
     }
     if (pthread_create(&srv->thread, NULL, server_thread, srv) != 0) {
         clog(CLOG_ERROR, "rpc", "cannot start the completion queue thread");
-        rpc_server_destroy(srv, 0);
-        return RPC_NOMEM;
+        /* No queue thread: shut down and drain here, then tear down. */
+        grpc_server_shutdown_and_notify(srv->server, srv->cq,
+                                        &srv->shutdown.tag);
+        grpc_server_cancel_all_calls(srv->server);
+        for (;;) {
+            grpc_event ev = grpc_completion_queue_next(
+                srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            if (ev.type != GRPC_OP_COMPLETE || ev.tag == &srv->shutdown.tag) {
+                break;
+            }
+        }
+        goto err_destroy_server;
     }
     srv->queue_done = 0;
     *port = bound;
