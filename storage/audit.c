@@ -29,7 +29,6 @@
  *   checkpoint commits to this one. The trail is never rewritten: a
  *   checkpoint is written once, and its signature once.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -756,10 +755,7 @@ int store_outbox_list(struct store *s,
 out_end:
     store_read_end(s, txn);
     if (rv != 0) {
-        for (size_t i = 0; i < got; i++) {
-            cityops__v1__outbox_message__free_unpacked(rows[i], NULL);
-        }
-        free(rows);
+        store_msgs_free((ProtobufCMessage **)rows, got);
         return rv;
     }
     *out = rows;
@@ -888,27 +884,6 @@ int store_audit_head(struct store *s,
     return rv;
 }
 
-static int seq_token_parse(const char *tok, uint64_t *seq)
-{
-    char *end;
-
-    *seq = 0;
-    if (tok == NULL || tok[0] == '\0') {
-        return 0;
-    }
-    for (const char *p = tok; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9') {
-            return STORE_INVALID;
-        }
-    }
-    errno = 0;
-    *seq = strtoull(tok, &end, 10);
-    if (errno != 0 || *end != '\0') {
-        return STORE_INVALID;
-    }
-    return 0;
-}
-
 static int record_matches(const Cityops__V1__AuditListRequest *req,
                           const Cityops__V1__AuditRecord *r)
 {
@@ -983,7 +958,7 @@ int store_audit_list(struct store *s,
     MDB_txn *txn;
     int rv;
 
-    if (seq_token_parse(req->page_token, &from) != 0) {
+    if (store_token_parse(req->page_token, &from) != 0) {
         return store_errf(s, STORE_INVALID, "audit list: bad page token");
     }
     if (from < req->from_seq) {

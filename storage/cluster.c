@@ -248,10 +248,7 @@ int store_cluster_events(struct store *s,
 out_end:
     store_read_end(s, txn);
     if (rv != 0) {
-        for (size_t i = 0; i < got; i++) {
-            cityops__v1__cluster_event__free_unpacked(evs[i], NULL);
-        }
-        free(evs);
+        store_msgs_free((ProtobufCMessage **)evs, got);
         return rv;
     }
     *out = evs;

@@ -319,12 +319,12 @@ static int id_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int page_token_parse(const char *tok, uint64_t *after)
+int store_token_parse(const char *tok, uint64_t *after)
 {
     char *end;
 
     *after = 0;
-    if (!nonempty(tok)) {
+    if (tok == NULL || tok[0] == '\0') {
         return 0;
     }
     for (const char *p = tok; *p != '\0'; p++) {
@@ -410,7 +410,7 @@ int store_case_list(struct store *s,
     size_t page = req->page_size;
     int rv;
 
-    if (page_token_parse(req->page_token, &x.after) != 0) {
+    if (store_token_parse(req->page_token, &x.after) != 0) {
         return store_errf(s, STORE_INVALID, "list: bad page token");
     }
     if (page == 0) {

@@ -128,6 +128,14 @@ const char *store_strerror(int rv)
     }
 }
 
+void store_msgs_free(ProtobufCMessage **msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        protobuf_c_message_free_unpacked(msgs[i], NULL);
+    }
+    free(msgs);
+}
+
 int store_str_set(char **field, const char *v)
 {
     char *copy = (char *)protobuf_c_empty_string;

@@ -250,6 +250,13 @@ int audit_apply(struct store *s,
                 struct audit_tree *t,
                 Cityops__V1__CommandResult *res);
 
+/* Page tokens are the decimal number to resume after (read.c): "" gives 0,
+ * anything but digits STORE_INVALID. */
+int store_token_parse(const char *tok, uint64_t *after);
+
+/* Free the first @n unpacked messages of @msgs, then the array (store.c). */
+void store_msgs_free(ProtobufCMessage **msgs, size_t n);
+
 /* Set a protobuf-c string field to a malloc'd copy of @v, freeing the old
  * value. Returns 0 or STORE_NOMEM. */
 int store_str_set(char **field, const char *v);
