@@ -389,6 +389,31 @@ static int verify_trail(const struct trail *t,
     return bad;
 }
 
+/* The whole trail and the tree heads the node holds. On success the
+ * caller frees *heads (protobuf_c_message_free_unpacked) and the trail. */
+static int trail_and_heads_fetch(struct ops_ctl *ctl,
+                                 struct trail *t,
+                                 ProtobufCMessage **heads)
+{
+    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
+    Cityops__V1__ListCheckpointsRequest creq =
+        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
+    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    int rv = trail_fetch(ctl, &filter, t);
+
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    read_fill(ctl, &read);
+    creq.read = &read;
+    rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
+                  &cityops__v1__checkpoint_list__descriptor, heads);
+    if (rv != OPS_EXIT_OK) {
+        trail_free(t);
+    }
+    return rv;
+}
+
 /* Archive file: "COAUDIT1\n", then each record ('R') and finally the
  * checkpoint list ('C'), each as a kind byte, a u32 big-endian length and
  * the packed message. An archive
@@ -493,10 +518,6 @@ static int archive_read(struct ops_ctl *ctl, const char *path, struct trail *t,
 
 static int run_archive(struct ops_ctl *ctl, const struct ops_args *a)
 {
-    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
-    Cityops__V1__ListCheckpointsRequest creq =
-        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
-    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
     Cityops__V1__CheckpointList *cps;
     Cityops__V1__CheckpointList keep = CITYOPS__V1__CHECKPOINT_LIST__INIT;
     ProtobufCMessage *resp = NULL;
@@ -514,16 +535,8 @@ static int run_archive(struct ops_ctl *ctl, const struct ops_args *a)
         ops_parse_u64(ops_arg(a, "to-seq"), &to) != 0) {
         return ops_usage_error(ctl, "audit archive: bad --to-seq");
     }
-    rv = trail_fetch(ctl, &filter, &t);
+    rv = trail_and_heads_fetch(ctl, &t, &resp);
     if (rv != OPS_EXIT_OK) {
-        return rv;
-    }
-    read_fill(ctl, &read);
-    creq.read = &read;
-    rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
-                  &cityops__v1__checkpoint_list__descriptor, &resp);
-    if (rv != OPS_EXIT_OK) {
-        trail_free(&t);
         return rv;
     }
     cps = (Cityops__V1__CheckpointList *)resp;
@@ -581,10 +594,6 @@ out_free:
 
 static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
 {
-    Cityops__V1__AuditListRequest filter = CITYOPS__V1__AUDIT_LIST_REQUEST__INIT;
-    Cityops__V1__ListCheckpointsRequest creq =
-        CITYOPS__V1__LIST_CHECKPOINTS_REQUEST__INIT;
-    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
     Cityops__V1__CheckpointList *cps = NULL;
     ProtobufCMessage *resp = NULL;
     const char *archive = ops_arg(a, "archive");
@@ -606,16 +615,8 @@ static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
         }
         resp = &cps->base;
     } else {
-        rv = trail_fetch(ctl, &filter, &t);
+        rv = trail_and_heads_fetch(ctl, &t, &resp);
         if (rv != OPS_EXIT_OK) {
-            return rv;
-        }
-        read_fill(ctl, &read);
-        creq.read = &read;
-        rv = ops_call(ctl, "Audit/ListCheckpoints", &creq.base,
-                      &cityops__v1__checkpoint_list__descriptor, &resp);
-        if (rv != OPS_EXIT_OK) {
-            trail_free(&t);
             return rv;
         }
         cps = (Cityops__V1__CheckpointList *)resp;
