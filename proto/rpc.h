@@ -70,8 +70,10 @@ void rpc_server_shutdown(struct rpc_server *srv);
 
 /* Graceful shutdown: rpc_server_shutdown() if not done yet, wait up to
  * @grace_ms for calls in flight, cancel the rest, wait until every call is
- * released, free. */
-void rpc_server_destroy(struct rpc_server *srv, int grace_ms);
+ * released, free. Returns 0, or -1 if calls were still unanswered 10 s after
+ * that: then the server and its queue thread are left running (leaked), and
+ * whatever those calls' handlers use must stay alive too. */
+int rpc_server_destroy(struct rpc_server *srv, int grace_ms);
 
 /* The request's raw bytes (borrowed until the call is answered). */
 void rpc_call_request_bytes(const struct rpc_call *call,

@@ -534,7 +534,7 @@ void rpc_server_shutdown(struct rpc_server *srv)
     }
 }
 
-void rpc_server_destroy(struct rpc_server *srv, int grace_ms)
+int rpc_server_destroy(struct rpc_server *srv, int grace_ms)
 {
     rpc_server_shutdown(srv);
     if (!wait_until(srv, is_shut_down, grace_ms > 0 ? grace_ms : 1)) {
@@ -546,7 +546,7 @@ void rpc_server_destroy(struct rpc_server *srv, int grace_ms)
     if (!wait_until(srv, is_idle, 10000)) {
         clog(CLOG_WARN, "rpc",
              "%d calls still unanswered at shutdown; leaking them", srv->live);
-        return;
+        return -1;
     }
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
@@ -568,4 +568,5 @@ void rpc_server_destroy(struct rpc_server *srv, int grace_ms)
     free(srv->slots);
     free(srv);
     grpc_shutdown();
+    return 0;
 }
