@@ -47,14 +47,6 @@ static Cityops__V1__CommandResult *result_new(void)
     return res;
 }
 
-static int result_fail(Cityops__V1__CommandResult *res,
-                       Cityops__V1__ResultCode code,
-                       const char *msg)
-{
-    res->code = code;
-    return store_str_set(&res->message, msg);
-}
-
 /* Look up the retry key. *seq = 0 when the client is unknown; otherwise
  * *stored is the first result (malloc'd) when seq matches. */
 static int session_get(struct store *s,
@@ -172,7 +164,7 @@ static int command_apply(struct store *s,
     res->index = index;
     *replayed = 0;
     if (keyed && strlen(client) > STORE_MAX_ID) {
-        rv = result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
+        rv = store_result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
                          "client_id too long");
         goto done;
     }
@@ -196,7 +188,7 @@ static int command_apply(struct store *s,
     if (keyed && cmd->seq < last_seq) {
         snprintf(msg, sizeof(msg), "stale retry key: seq %llu < last %llu",
                  (unsigned long long)cmd->seq, (unsigned long long)last_seq);
-        rv = result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_ALREADY_EXISTS,
+        rv = store_result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_ALREADY_EXISTS,
                          msg);
         goto done;
     }

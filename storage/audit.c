@@ -494,14 +494,6 @@ int audit_op(const Cityops__V1__Command *cmd)
            cmd->op_case == CITYOPS__V1__COMMAND__OP_CHECKPOINT_SIGNATURE;
 }
 
-static int refuse(Cityops__V1__CommandResult *res,
-                  Cityops__V1__ResultCode code,
-                  const char *msg)
-{
-    res->code = code;
-    return store_str_set(&res->message, msg);
-}
-
 /* Unpack checkpoints/@tree_size; STORE_NOTFOUND (no message) if absent. */
 static int checkpoint_load(struct store *s,
                            MDB_txn *txn,
@@ -568,7 +560,7 @@ static int checkpoint_take(struct store *s,
     int rv;
 
     if (t->size == 0) {
-        return refuse(res, RC_PRECONDITION, "the audit trail is empty");
+        return store_result_fail(res, RC_PRECONDITION, "the audit trail is empty");
     }
     rv = checkpoint_load(s, txn, t->size, &old);
     if (rv == 0) {
@@ -777,14 +769,14 @@ static int checkpoint_sign(struct store *s,
 
     if (sig->signature.len != ED25519_SIG_SIZE ||
         sig->public_key.len != ED25519_KEY_SIZE) {
-        return refuse(res, RC_INVALID,
+        return store_result_fail(res, RC_INVALID,
                       "signature must be 64 bytes and public_key 32 (Ed25519)");
     }
     rv = checkpoint_load(s, txn, sig->tree_size, &cp);
     if (rv == STORE_NOTFOUND) {
         snprintf(msg, sizeof(msg), "no checkpoint of tree size %llu",
                  (unsigned long long)sig->tree_size);
-        return refuse(res, RC_NOT_FOUND, msg);
+        return store_result_fail(res, RC_NOT_FOUND, msg);
     }
     if (rv != 0) {
         return rv;
@@ -794,7 +786,7 @@ static int checkpoint_sign(struct store *s,
             !bytes_equal(&cp->public_key, &sig->public_key)) {
             snprintf(msg, sizeof(msg), "checkpoint %llu is already signed",
                      (unsigned long long)sig->tree_size);
-            rv = refuse(res, RC_PRECONDITION, msg);
+            rv = store_result_fail(res, RC_PRECONDITION, msg);
         }
         goto out_free_cp; /* the same signature again: nothing changes */
     }
@@ -804,7 +796,7 @@ static int checkpoint_sign(struct store *s,
         goto out_free_cp;
     }
     if (rv == 0) {
-        rv = refuse(res, RC_INVALID, "signature does not verify");
+        rv = store_result_fail(res, RC_INVALID, "signature does not verify");
         goto out_free_cp;
     }
     signed_cp = *cp; /* borrows; cp keeps ownership of its own fields */
@@ -833,7 +825,7 @@ int audit_apply(struct store *s,
     if (cmd->role != CITYOPS__V1__ROLE__ROLE_SYSTEM &&
         cmd->role != CITYOPS__V1__ROLE__ROLE_ADMIN &&
         cmd->role != CITYOPS__V1__ROLE__ROLE_AUDITOR) {
-        return refuse(res, RC_DENIED,
+        return store_result_fail(res, RC_DENIED,
                       "checkpoints need role SYSTEM, ADMIN or AUDITOR");
     }
     if (cmd->op_case == CITYOPS__V1__COMMAND__OP_CHECKPOINT) {

@@ -26,14 +26,6 @@ int cluster_op(const Cityops__V1__Command *cmd)
     }
 }
 
-static int refuse(Cityops__V1__CommandResult *res,
-                  Cityops__V1__ResultCode code,
-                  const char *msg)
-{
-    res->code = code;
-    return store_str_set(&res->message, msg);
-}
-
 static int put_packed(struct store *s,
                       MDB_txn *txn,
                       enum store_db db,
@@ -70,12 +62,12 @@ static int member_check(const Cityops__V1__Member *m,
     const char *zone = m->zone != NULL ? m->zone : "";
 
     if (m->id == 0) {
-        return refuse(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
+        return store_result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
                       "member id required");
     }
     if (strlen(raft) > STORE_MAX_ID || strlen(grpc) > STORE_MAX_ID ||
         strlen(zone) > STORE_MAX_ID) {
-        return refuse(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
+        return store_result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
                       "member address or zone too long");
     }
     return 0;
@@ -131,7 +123,7 @@ int cluster_apply(struct store *s,
     res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
     if (cmd->role != CITYOPS__V1__ROLE__ROLE_ADMIN &&
         cmd->role != CITYOPS__V1__ROLE__ROLE_SYSTEM) {
-        return refuse(res, CITYOPS__V1__RESULT_CODE__RESULT_PERMISSION_DENIED,
+        return store_result_fail(res, CITYOPS__V1__RESULT_CODE__RESULT_PERMISSION_DENIED,
                       "cluster records need role ADMIN or SYSTEM");
     }
     switch (cmd->op_case) {
@@ -154,7 +146,7 @@ int cluster_apply(struct store *s,
         Cityops__V1__ClusterEvent ev = *cmd->cluster_event;
         if ((ev.kind != NULL && strlen(ev.kind) > STORE_MAX_ID) ||
             (ev.detail != NULL && strlen(ev.detail) > STORE_MAX_TEXT)) {
-            return refuse(res,
+            return store_result_fail(res,
                           CITYOPS__V1__RESULT_CODE__RESULT_INVALID_ARGUMENT,
                           "cluster event kind or detail too long");
         }

@@ -128,6 +128,14 @@ const char *store_strerror(int rv)
     }
 }
 
+int store_result_fail(Cityops__V1__CommandResult *res,
+                      Cityops__V1__ResultCode code,
+                      const char *msg)
+{
+    res->code = code;
+    return store_str_set(&res->message, msg);
+}
+
 void store_msgs_free(ProtobufCMessage **msgs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

@@ -257,6 +257,12 @@ int store_token_parse(const char *tok, uint64_t *after);
 /* Free the first @n unpacked messages of @msgs, then the array (store.c). */
 void store_msgs_free(ProtobufCMessage **msgs, size_t n);
 
+/* Mark @res refused with @code and a copy of @msg. Returns 0 or
+ * STORE_NOMEM (store.c). */
+int store_result_fail(Cityops__V1__CommandResult *res,
+                      Cityops__V1__ResultCode code,
+                      const char *msg);
+
 /* Set a protobuf-c string field to a malloc'd copy of @v, freeing the old
  * value. Returns 0 or STORE_NOMEM. */
 int store_str_set(char **field, const char *v);
