@@ -22,6 +22,7 @@
 
 #include "cityops/v1/cases.pb-c.h"
 #include "cityops/v1/cluster.pb-c.h"
+#include "cityops/v1/dr.pb-c.h"
 #include "proto/rpc.h"
 
 /* Error codes of the ops module (-5000s). */
@@ -180,5 +181,42 @@ int ctl_audit_run(struct ops_ctl *ctl, const struct ops_args *a);
 const char *ctl_case_options(const char *sub);
 const char *ctl_cluster_options(const char *sub);
 const char *ctl_audit_options(const char *sub);
+
+/* --- ctl_backup.c, ctl_recover.c: disaster recovery --- *
+ * backup verify/restore work on local files with storage/ directly (no node
+ * needed); everything else goes over gRPC. */
+
+int ctl_backup_run(struct ops_ctl *ctl, const struct ops_args *a);
+int ctl_recover_run(struct ops_ctl *ctl, const struct ops_args *a);
+const char *ctl_backup_options(const char *sub);
+const char *ctl_recover_options(const char *sub);
+
+/* Download an online backup from the first endpoint of @ctl that answers
+ * into @out_path (written as out_path.part, fsynced, renamed). Progress on
+ * stderr unless @quiet. *info (optional) gets the header (free with
+ * cityops__v1__backup_info__free_unpacked). Returns OPS_EXIT_*. */
+int ops_backup_fetch(struct ops_ctl *ctl,
+                     const char *out_path,
+                     int quiet,
+                     Cityops__V1__BackupInfo **info);
+/* Offline: build <data_dir>/store from backup @file (+ @archive_dir replay
+ * up to @to_index / @to_time (UTC us), 0 = no limit) as the state of a new
+ * single-node cluster. Refuses a data dir that holds data. @err gets a
+ * sentence on failure. Returns OPS_EXIT_*. */
+int ops_backup_restore(const char *file,
+                       const char *data_dir,
+                       const char *archive_dir,
+                       uint64_t to_index,
+                       int64_t to_time,
+                       int quiet,
+                       char *err,
+                       size_t errlen);
+/* Quorum-loss recovery over the endpoints of @ctl (every member's gRPC
+ * address): gather, choose the most advanced survivor, print the plan; with
+ * @yes execute it (Recover on the chosen node, which restarts itself in
+ * place with the same PID; Reset on the other survivors, same; then add
+ * them back) and wait until the cluster has a leader and the re-added
+ * members caught up. Returns OPS_EXIT_*. */
+int ops_recover(struct ops_ctl *ctl, int yes, int force, int quiet);
 
 #endif /* CITYOPS_OPS_H */
