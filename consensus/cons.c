@@ -29,6 +29,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ struct cons_seen {
 
 struct cons {
     struct cons_config cfg; /* copied; pointers inside are the caller's */
+    atomic_uint stall_ms;   /* cons_stall(): taken by the loop */
     char address[CONS_ADDRESS_SIZE];
     char dir[4096];
     struct cons_member members[CONS_MAX_MEMBERS];
@@ -376,6 +378,19 @@ static void progress_of(struct cons *c, unsigned i, struct cons_progress *p)
     p->unreachable_ms = (int64_t)(now - seen->last_ms);
 }
 
+/* Term of the last entry in the log: the newest cached entry, else the
+ * snapshot's (an empty log has term 0). */
+static uint64_t last_log_term(const struct raft *r)
+{
+    const struct raft_log *l = &r->log;
+
+    if (l->back != l->front && l->size > 0) {
+        size_t i = (l->back + l->size - 1) % l->size;
+        return l->entries[i].term;
+    }
+    return l->snapshot.last_term;
+}
+
 static void status_refresh(struct cons *c, uint64_t leader_id)
 {
     struct cons_status s;
@@ -391,6 +406,7 @@ static void status_refresh(struct cons *c, uint64_t leader_id)
     s.commit_index = c->raft.commit_index;
     s.applied_index = raft_last_applied(&c->raft);
     s.last_log_index = raft_last_index(&c->raft);
+    s.last_log_term = last_log_term(&c->raft);
     for (i = 0; i < conf->n && s.n_members < CONS_MAX_MEMBERS; i++) {
         struct cons_member *m = &s.members[s.n_members++];
         m->id = conf->servers[i].id;
@@ -453,6 +469,9 @@ static void lead_barrier_cb(struct raft_barrier *req, int status)
          (unsigned long long)index, (unsigned long long)term);
     /* Not from inside libraft's apply loop: the check handle does it. */
     c->redispatch = 1;
+    if (c->cfg.hooks.leader_ready != NULL) {
+        c->cfg.hooks.leader_ready(c->cfg.hooks.data);
+    }
 }
 
 static void lead_barrier_start(struct cons *c)
@@ -846,12 +865,26 @@ static void loop_stop(struct cons *c)
 
 /* Loop callbacks. */
 
+void cons_stall(struct cons *c, unsigned ms)
+{
+    atomic_store(&c->stall_ms, ms);
+    uv_async_send(&c->async);
+}
+
 static void async_cb(uv_async_t *async)
 {
     struct cons *c = async->data;
+    unsigned stall = atomic_exchange(&c->stall_ms, 0);
 
     if (c->stopping) {
         return;
+    }
+    if (stall > 0) {
+        struct timespec ts = {stall / 1000, (long)(stall % 1000) * 1000000};
+        clog(CLOG_WARN, "cons", "drill: the loop stalls for %u ms", stall);
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        uv_update_time(&c->loop);
     }
     observe(c);
     dispatch_list(c, cons_queue_take(&c->queue));
@@ -1153,6 +1186,31 @@ out_close_conf:
     return rv;
 }
 
+/* Quorum-loss recovery: a configuration of this node alone, appended to the
+ * log before raft_start() loads it. */
+static int recover_alone(struct cons *c)
+{
+    struct raft_configuration conf;
+    int rv;
+
+    raft_configuration_init(&conf);
+    rv = raft_configuration_add(&conf, c->cfg.id, c->address, RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_recover(&c->raft, &conf);
+    }
+    raft_configuration_close(&conf);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "recover %s: %s: %s", c->dir,
+             raft_strerror(rv), raft_errmsg(&c->raft));
+        return cons_from_raft(rv);
+    }
+    clog(CLOG_WARN, "cons",
+         "recovered %s: the configuration is now node %llu alone (%s); add "
+         "the other members back with cityctl cluster add",
+         c->dir, (unsigned long long)c->cfg.id, c->address);
+    return 0;
+}
+
 static void close_cb_after_failed_start(struct raft *r)
 {
     struct cons *c = r->data;
@@ -1210,6 +1268,12 @@ static int loop_start(struct cons *c)
     rv = raft_configure(c);
     if (rv != 0) {
         goto err_close_raft;
+    }
+    if (c->cfg.recover) {
+        rv = recover_alone(c);
+        if (rv != 0) {
+            goto err_close_raft;
+        }
     }
     raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
     raft_set_election_timeout(&c->raft, c->cfg.election_ms);

@@ -83,6 +83,9 @@ struct cons_hooks {
      * @kind is a short word ("promote", "demote"), @detail a sentence.
      * The node records it in the replicated store. */
     void (*decision)(void *data, const char *kind, const char *detail);
+    /* This node became leader and its post-election barrier has applied:
+     * it may propose (the node sets the cluster id here). May be NULL. */
+    void (*leader_ready)(void *data);
 };
 
 struct cons_config {
@@ -109,6 +112,12 @@ struct cons_config {
     /* With auto-promotion: never make a second voter in a zone that already
      * has one, when another zone's standby can take the place. */
     int one_voter_per_zone;
+    /* Quorum-loss recovery: before starting, rewrite the Raft configuration
+     * to this node alone as a voter (raft_recover appends a configuration
+     * entry to the log on disk). The node then leads by itself; the other
+     * survivors are added back as new members. Use once, on the most
+     * advanced survivor, with every other node stopped or reset. */
+    int recover;
     struct cons_hooks hooks;
 };
 
@@ -225,6 +234,7 @@ struct cons_status {
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_log_index;
+    uint64_t last_log_term; /* term of the entry at last_log_index */
     size_t n_members;
     struct cons_member members[CONS_MAX_MEMBERS];
     struct cons_progress progress[CONS_MAX_MEMBERS]; /* leader only */
@@ -232,6 +242,11 @@ struct cons_status {
     char store_error[256];
     uint64_t snapshot_index; /* index of the last snapshot taken/installed */
 };
+
+/* Drills: make the loop thread stall for @ms (no heartbeats, no applies,
+ * like a process stopped by SIGSTOP), starting at its next iteration. Any
+ * thread. */
+void cons_stall(struct cons *c, unsigned ms);
 
 /* A copy of the latest status, refreshed by the loop thread. Any thread. */
 void cons_status_get(struct cons *c, struct cons_status *out);
