@@ -15,6 +15,11 @@
  * in the batch's transaction but outside the command's nested one, so
  * refusals and replayed retries are recorded too. An undecodable batch has
  * no command and records nothing.
+ *
+ * Archive: after the transaction commits, the entry is appended to the
+ * command archive (archive.c) if one is configured; that append never fails
+ * the entry. A drill may inject a fault (store_fault_set()): every entry is
+ * then refused before its transaction begins, as a full disk would.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,6 +305,11 @@ int store_apply_batch(struct store *s,
     int rc;
 
     memset(out, 0, sizeof(*out));
+    rv = atomic_load(&s->fault);
+    if (rv != 0) {
+        return store_errf(s, rv, "apply %llu: injected by a drill",
+                          (unsigned long long)index);
+    }
     if (s->env == NULL) {
         return store_errf(s, STORE_IOERR, "apply %llu: environment closed",
                           (unsigned long long)index);
@@ -336,6 +346,9 @@ int store_apply_batch(struct store *s,
         rv = store_mdb_err(s, rc, "apply %llu: commit",
                            (unsigned long long)index);
         goto err_free_results;
+    }
+    if (s->archive != NULL) {
+        archive_append(s, applied, index, buf, len);
     }
     return 0;
 

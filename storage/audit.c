@@ -362,6 +362,20 @@ int audit_target_begin(struct store *s,
         tg->key = cmd->checkpoint_signature->tree_size;
         snprintf(tg->name, sizeof(tg->name), "audit/checkpoint");
         break;
+    case CITYOPS__V1__COMMAND__OP_CLUSTER_INIT:
+        snprintf(tg->name, sizeof(tg->name), "cluster/id");
+        return 0;
+    case CITYOPS__V1__COMMAND__OP_DRILL_RECORD: {
+        int rv = store_index_key(s, txn, index, &tg->key);
+
+        if (rv != 0) {
+            return rv;
+        }
+        tg->db = STORE_DB_DRILLS;
+        snprintf(tg->name, sizeof(tg->name), "drill/%llu",
+                 (unsigned long long)index);
+        break;
+    }
     default:
         target_set(tg, STORE_DB_CASES, case_id_of(cmd), "case");
         break;
@@ -1496,5 +1510,121 @@ int store_audit_consistency(struct store *s,
 err_free_resp:
     free(p);
     cityops__v1__consistency_proof_response__free_unpacked(resp, NULL);
+    return rv;
+}
+
+/* --- whole-chain check (backups) --- */
+
+/* Check record @seq (@v) against the running head and advance it. */
+static int chain_step(struct store *s,
+                      EVP_MD_CTX *md,
+                      uint64_t seq,
+                      const MDB_val *v,
+                      uint8_t head[STORE_HASH_SIZE])
+{
+    Cityops__V1__AuditRecord *r;
+    uint8_t want[STORE_HASH_SIZE];
+    uint8_t got[STORE_HASH_SIZE];
+    int linked;
+
+    if (record_hash_get(v, want) != 0) {
+        return store_errf(s, STORE_CORRUPT, "audit/%llu: no hash field",
+                          (unsigned long long)seq);
+    }
+    r = cityops__v1__audit_record__unpack(NULL, v->mv_size, v->mv_data);
+    if (r == NULL) {
+        return store_errf(s, STORE_CORRUPT, "audit/%llu does not decode",
+                          (unsigned long long)seq);
+    }
+    linked = r->seq == seq && r->prev_hash.len == STORE_HASH_SIZE &&
+             memcmp(r->prev_hash.data, head, STORE_HASH_SIZE) == 0;
+    cityops__v1__audit_record__free_unpacked(r, NULL);
+    if (!linked) {
+        return store_errf(s, STORE_CORRUPT,
+                          "audit/%llu: seq or prev hash does not follow "
+                          "record %lld",
+                          (unsigned long long)seq, (long long)seq - 1);
+    }
+    if (hash3(md, head, STORE_HASH_SIZE, v->mv_data,
+              v->mv_size - 2 - STORE_HASH_SIZE, NULL, 0, got) != 0) {
+        return store_errf(s, STORE_NOMEM, "audit: SHA-256 failed");
+    }
+    if (memcmp(got, want, STORE_HASH_SIZE) != 0) {
+        return store_errf(s, STORE_CORRUPT,
+                          "audit/%llu: hash does not match its content",
+                          (unsigned long long)seq);
+    }
+    memcpy(head, got, STORE_HASH_SIZE);
+    return 0;
+}
+
+static int chain_walk(struct store *s,
+                      MDB_txn *txn,
+                      EVP_MD_CTX *md,
+                      uint64_t *n,
+                      uint8_t head[STORE_HASH_SIZE])
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rv = 0;
+    int rc;
+
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_AUDIT], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "open cursor on audit");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && rv == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || store_be64_get(k.mv_data) != *n) {
+            rv = store_errf(s, STORE_CORRUPT, "audit: record %llu is missing",
+                            (unsigned long long)*n);
+            break;
+        }
+        rv = chain_step(s, md, *n, &v, head);
+        *n += rv == 0;
+    }
+    mdb_cursor_close(cur);
+    if (rv == 0 && rc != MDB_NOTFOUND) {
+        rv = store_mdb_err(s, rc, "read audit");
+    }
+    return rv;
+}
+
+int audit_chain_verify(struct store *s,
+                       uint64_t *size,
+                       uint8_t head[STORE_HASH_SIZE])
+{
+    struct audit_tree t;
+    EVP_MD_CTX *md;
+    MDB_txn *txn;
+    uint64_t n = 0;
+    int rv;
+
+    memset(head, 0, STORE_HASH_SIZE);
+    md = EVP_MD_CTX_new();
+    if (md == NULL) {
+        return store_errf(s, STORE_NOMEM, "audit: out of memory");
+    }
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        goto out_free_md;
+    }
+    rv = chain_walk(s, txn, md, &n, head);
+    if (rv == 0) {
+        rv = tree_get(s, txn, &t);
+    }
+    if (rv == 0 &&
+        (t.size != n || memcmp(t.head, head, STORE_HASH_SIZE) != 0)) {
+        rv = store_errf(s, STORE_CORRUPT,
+                        "audit: the chain of %llu records does not end at "
+                        "the stored head (size %llu)",
+                        (unsigned long long)n, (unsigned long long)t.size);
+    }
+    store_read_end(s, txn);
+    if (rv == 0) {
+        *size = n;
+    }
+out_free_md:
+    EVP_MD_CTX_free(md);
     return rv;
 }

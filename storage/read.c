@@ -546,7 +546,28 @@ err_free_history:
 
 /* Digest: SHA-256 over every database, in store_db_names order: the name
  * with its NUL, then each entry as key length (u64 BE), key, value length
- * (u64 BE), value. */
+ * (u64 BE), value. The meta keys below place a state (in a log, a cluster,
+ * a restore) rather than make it up, and are left out: a restored store
+ * then digests like its source at the same state. */
+
+static const char *const digest_skip[] = {
+    STORE_META_APPLIED,       STORE_META_CLUSTER_ID, STORE_META_RESTORED_FROM,
+    STORE_META_RESTORE,       STORE_META_KEY_BASE,
+};
+
+static int digest_skipped(enum store_db db, const MDB_val *key)
+{
+    if (db != STORE_DB_META) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(digest_skip) / sizeof(digest_skip[0]); i++) {
+        if (key->mv_size == strlen(digest_skip[i]) &&
+            memcmp(key->mv_data, digest_skip[i], key->mv_size) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static int
 digest_db(struct store *s, MDB_txn *txn, enum store_db db, EVP_MD_CTX *md)
@@ -566,6 +587,10 @@ digest_db(struct store *s, MDB_txn *txn, enum store_db db, EVP_MD_CTX *md)
     }
     rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
     while (rc == 0 && ok) {
+        if (digest_skipped(db, &key)) {
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+            continue;
+        }
         store_be64_put(len, key.mv_size);
         ok = EVP_DigestUpdate(md, len, sizeof(len)) &&
              EVP_DigestUpdate(md, key.mv_data, key.mv_size);

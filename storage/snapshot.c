@@ -43,23 +43,30 @@ static int sha256(const void *buf, size_t len, uint8_t out[32])
                                                                   : STORE_NOMEM;
 }
 
-/* An unlinked file in the data directory, so that it needs no cleanup. */
-static int tmpfile_open(struct store *s, int *fd)
+int store_tmpfile(struct store *s, const char *dir, int *fd)
 {
     char path[PATH_MAX];
 
-    *fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (dir == NULL || dir[0] == '\0') {
+        dir = ".";
+    }
+    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (*fd >= 0) {
         return 0;
     }
-    snprintf(path, sizeof(path), "%s/snapshot.XXXXXX", s->dir);
+    snprintf(path, sizeof(path), "%s/cityops-tmp.XXXXXX", dir);
     *fd = mkostemp(path, O_CLOEXEC);
     if (*fd < 0) {
-        return store_errf(s, STORE_IOERR, "snapshot: temp file in %s: %s",
-                          s->dir, strerror(errno));
+        return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                          "temp file in %s: %s", dir, strerror(errno));
     }
     unlink(path);
     return 0;
+}
+
+void store_fd_path(int fd, char *buf, size_t size)
+{
+    snprintf(buf, size, "/proc/self/fd/%d", fd);
 }
 
 static int applied_read(struct store *s, uint64_t *applied)
@@ -108,19 +115,49 @@ static int env_copy(struct store *s, int fd, uint64_t *index)
     return before == after ? 0 : STORE_BUSY;
 }
 
-static int file_read_all(struct store *s, int fd, uint8_t *dst, size_t len)
+int store_pread_all(struct store *s,
+                    int fd,
+                    void *buf,
+                    size_t len,
+                    uint64_t off,
+                    const char *what)
 {
+    uint8_t *dst = buf;
     size_t done = 0;
 
     while (done < len) {
-        ssize_t n = pread(fd, dst + done, len - done, (off_t)done);
+        ssize_t n = pread(fd, dst + done, len - done, (off_t)(off + done));
 
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
-            return store_errf(s, STORE_IOERR, "snapshot: read copy: %s",
+            return store_errf(s, STORE_IOERR, "read %s: %s", what,
                               n < 0 ? strerror(errno) : "short file");
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+int store_write_all(struct store *s,
+                    int fd,
+                    const void *buf,
+                    size_t len,
+                    const char *what)
+{
+    const uint8_t *src = buf;
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = write(fd, src + done, len - done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                              "write %s: %s", what, strerror(errno));
         }
         done += (size_t)n;
     }
@@ -147,7 +184,8 @@ snapshot_build(struct store *s, int fd, uint64_t index, void **buf, size_t *len)
     memcpy(out, SNAP_MAGIC, SNAP_MAGIC_LEN);
     store_be64_put(out + SNAP_MAGIC_LEN, index);
     store_be64_put(out + SNAP_MAGIC_LEN + 8, plen);
-    rv = file_read_all(s, fd, out + SNAP_HEADER_LEN, plen);
+    rv = store_pread_all(s, fd, out + SNAP_HEADER_LEN, plen, 0,
+                         "snapshot copy");
     if (rv == 0) {
         rv = sha256(out + SNAP_HEADER_LEN, plen, out + SNAP_HEADER_LEN + plen);
     }
@@ -160,30 +198,43 @@ snapshot_build(struct store *s, int fd, uint64_t index, void **buf, size_t *len)
     return 0;
 }
 
-int store_snapshot(struct store *s, void **buf, size_t *len)
+int store_copy_tmp(struct store *s, int *fd, uint64_t *index)
 {
-    uint64_t index = 0;
-    int fd;
     int rv;
 
-    rv = tmpfile_open(s, &fd);
+    rv = store_tmpfile(s, s->dir, fd);
     if (rv != 0) {
         return rv;
     }
     pthread_rwlock_rdlock(&s->env_lock);
     rv = STORE_BUSY;
     for (int i = 0; i < SNAP_COPY_TRIES && rv == STORE_BUSY; i++) {
-        rv = s->env != NULL ? env_copy(s, fd, &index) : STORE_IOERR;
+        rv = s->env != NULL ? env_copy(s, *fd, index) : STORE_IOERR;
     }
     pthread_rwlock_unlock(&s->env_lock);
     if (rv == STORE_BUSY) {
-        store_errf(s, rv, "snapshot: state kept changing during the copy");
+        store_errf(s, rv, "copy: state kept changing during the copy");
     } else if (rv == STORE_IOERR && s->env == NULL) {
-        store_errf(s, rv, "snapshot: environment closed");
+        store_errf(s, rv, "copy: environment closed");
     }
-    if (rv == 0) {
-        rv = snapshot_build(s, fd, index, buf, len);
+    if (rv != 0) {
+        close(*fd);
+        *fd = -1;
     }
+    return rv;
+}
+
+int store_snapshot(struct store *s, void **buf, size_t *len)
+{
+    uint64_t index = 0;
+    int fd;
+    int rv;
+
+    rv = store_copy_tmp(s, &fd, &index);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = snapshot_build(s, fd, index, buf, len);
     close(fd);
     return rv;
 }
@@ -233,83 +284,53 @@ snapshot_check(struct store *s, const void *buf, size_t len, uint64_t *index)
 static int
 file_write(struct store *s, const char *path, const uint8_t *data, size_t len)
 {
-    size_t done = 0;
     int fd;
+    int rv;
 
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         return store_errf(s, STORE_IOERR, "restore: open %s: %s", path,
                           strerror(errno));
     }
-    while (done < len) {
-        ssize_t n = write(fd, data + done, len - done);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            goto err_close_fd;
-        }
-        done += (size_t)n;
+    rv = store_write_all(s, fd, data, len, path);
+    if (rv == 0 && fsync(fd) != 0) {
+        rv = store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                        "restore: fsync %s: %s", path, strerror(errno));
     }
-    if (fsync(fd) != 0) {
-        goto err_close_fd;
-    }
-    if (close(fd) != 0) {
-        return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
-                          "restore: close %s: %s", path, strerror(errno));
-    }
-    return 0;
-
-err_close_fd:
-    close(fd);
-    return store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
-                      "restore: write %s: %s", path, strerror(errno));
-}
-
-/* Open the written file read-only and check it holds @index. */
-static int restore_verify(struct store *s, const char *path, uint64_t index)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_val key = {strlen(STORE_META_APPLIED), STORE_META_APPLIED};
-    MDB_val val;
-    int rv = STORE_CORRUPT;
-    int rc;
-
-    rc = mdb_env_create(&env);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "restore: create check environment");
-    }
-    mdb_env_set_maxdbs(env, STORE_DB_N + 1);
-    rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0);
-    if (rc == 0) {
-        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-    }
-    if (rc != 0) {
-        mdb_env_close(env);
-        return store_errf(s, STORE_CORRUPT,
-                          "restore: snapshot does not "
-                          "open: %s",
-                          mdb_strerror(rc));
-    }
-    rc = mdb_dbi_open(txn, store_db_names[STORE_DB_META], 0, &dbi);
-    if (rc == 0) {
-        rc = mdb_get(txn, dbi, &key, &val);
-    }
-    if (rc == 0 && val.mv_size == 8 && store_be64_get(val.mv_data) == index) {
-        rv = 0;
-    }
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
-    if (rv != 0) {
-        store_errf(s, rv,
-                   "restore: snapshot content does not hold index "
-                   "%llu",
-                   (unsigned long long)index);
+    if (close(fd) != 0 && rv == 0) {
+        rv = store_errf(s, errno == ENOSPC ? STORE_FULL : STORE_IOERR,
+                        "restore: close %s: %s", path, strerror(errno));
     }
     return rv;
+}
+
+/* Open the written file as a view and check it holds @index. */
+static int restore_verify(struct store *s, const char *path, uint64_t index)
+{
+    char msg[STORE_ERRMSG_SIZE];
+    struct store *v;
+    MDB_txn *txn;
+    uint64_t got = 0;
+    int rv;
+
+    rv = store_view_open(path, &v, msg, sizeof(msg));
+    if (rv != 0) {
+        return store_errf(s, STORE_CORRUPT,
+                          "restore: snapshot does not open: %s", msg);
+    }
+    rv = store_read_begin(v, &txn);
+    if (rv == 0) {
+        rv = store_meta_get(v, txn, STORE_META_APPLIED, &got);
+        store_read_end(v, txn);
+    }
+    store_close(v);
+    if (rv != 0 || got != index) {
+        return store_errf(s, STORE_CORRUPT,
+                          "restore: snapshot content does not hold index "
+                          "%llu",
+                          (unsigned long long)index);
+    }
+    return 0;
 }
 
 static int dir_sync(struct store *s)

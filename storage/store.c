@@ -17,6 +17,7 @@
  * transaction. One process owns a data directory: a flock() on a lock file
  * beside the data refuses a second opener with STORE_BUSY.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -30,7 +31,7 @@
 #include "store_internal.h"
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
-#define STORE_MAX_DBS 16
+#define STORE_MAX_DBS 24
 #define STORE_LOCK_FILE "cityops.lock"
 
 const char *const store_db_names[STORE_DB_N] = {
@@ -49,6 +50,7 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_AUDIT] = "audit",
     [STORE_DB_CHECKPOINTS] = "checkpoints",
     [STORE_DB_AUDIT_TREE] = "audit_tree",
+    [STORE_DB_DRILLS] = "drills",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)
@@ -204,36 +206,111 @@ int store_meta_put(struct store *s,
     return 0;
 }
 
-/* Open every named database, creating missing ones, and stamp the schema
- * version of a fresh environment. */
+int store_meta_str_get(struct store *s,
+                       MDB_txn *txn,
+                       const char *name,
+                       char *buf,
+                       size_t size)
+{
+    MDB_val key = {strlen(name), (void *)name};
+    MDB_val val;
+    int rc;
+
+    buf[0] = '\0';
+    rc = mdb_get(txn, s->dbi[STORE_DB_META], &key, &val);
+    if (rc == MDB_NOTFOUND) {
+        return 0;
+    }
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "get meta/%s", name);
+    }
+    if (val.mv_size >= size) {
+        return store_errf(s, STORE_CORRUPT, "meta/%s: %zu bytes, at most %zu",
+                          name, val.mv_size, size - 1);
+    }
+    memcpy(buf, val.mv_data, val.mv_size);
+    buf[val.mv_size] = '\0';
+    return 0;
+}
+
+int store_meta_str_put(struct store *s,
+                       MDB_txn *txn,
+                       const char *name,
+                       const char *value)
+{
+    MDB_val key = {strlen(name), (void *)name};
+    MDB_val val = {strlen(value), (void *)value};
+    int rc;
+
+    if (value[0] == '\0') {
+        rc = mdb_del(txn, s->dbi[STORE_DB_META], &key, NULL);
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
+    } else {
+        rc = mdb_put(txn, s->dbi[STORE_DB_META], &key, &val, 0);
+    }
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "put meta/%s", name);
+    }
+    return 0;
+}
+
+int store_index_key(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    uint64_t *key)
+{
+    uint64_t base;
+    int rv;
+
+    rv = store_meta_get(s, txn, STORE_META_KEY_BASE, &base);
+    if (rv == 0) {
+        *key = base + index;
+    }
+    return rv;
+}
+
+/* Open every named database. A store creates missing ones, stamps the
+ * schema version of a fresh environment and upgrades a version 1 one; a
+ * view (read-only) leaves a missing database unusable. */
 static int env_open_dbs(struct store *s)
 {
+    unsigned int flags = s->view ? 0 : MDB_CREATE;
     MDB_txn *txn;
     uint64_t schema;
     int rv;
     int rc;
 
-    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    rc = mdb_txn_begin(s->env, NULL, s->view ? MDB_RDONLY : 0, &txn);
     if (rc != 0) {
         return store_mdb_err(s, rc, "begin txn to open databases");
     }
     for (int i = 0; i < STORE_DB_N; i++) {
-        rc = mdb_dbi_open(txn, store_db_names[i], MDB_CREATE, &s->dbi[i]);
+        rc = mdb_dbi_open(txn, store_db_names[i], flags, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && s->view) {
+            s->dbi[i] = (MDB_dbi)-1;
+            continue;
+        }
         if (rc != 0) {
             rv = store_mdb_err(s, rc, "open database %s", store_db_names[i]);
             goto err_abort_txn;
         }
     }
+    if (s->dbi[STORE_DB_META] == (MDB_dbi)-1) {
+        rv = store_errf(s, STORE_CORRUPT,
+                        "%s has no meta database: not a cityops store",
+                        s->dir);
+        goto err_abort_txn;
+    }
     rv = store_meta_get(s, txn, STORE_META_SCHEMA, &schema);
     if (rv != 0) {
         goto err_abort_txn;
     }
-    if (schema == 0) {
+    if (!s->view && (schema == 0 || schema == 1)) {
         rv = store_meta_put(s, txn, STORE_META_SCHEMA, STORE_SCHEMA_VERSION);
         if (rv != 0) {
             goto err_abort_txn;
         }
-    } else if (schema != STORE_SCHEMA_VERSION) {
+    } else if (schema == 0 || schema > STORE_SCHEMA_VERSION) {
         rv = store_errf(s, STORE_CORRUPT, "schema version %llu, want %d",
                         (unsigned long long)schema, STORE_SCHEMA_VERSION);
         goto err_abort_txn;
@@ -270,7 +347,10 @@ int store_env_open(struct store *s)
         goto err_close_env;
     }
     rc = mdb_env_open(s->env, s->dir,
-                      MDB_NOTLS | MDB_NOMETASYNC | (s->nosync ? MDB_NOSYNC : 0),
+                      s->view ? MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK |
+                                    MDB_NOTLS
+                              : MDB_NOTLS | MDB_NOMETASYNC |
+                                    (s->nosync ? MDB_NOSYNC : 0),
                       0644);
     if (rc == EAGAIN || rc == EBUSY) {
         rv = store_errf(s, STORE_BUSY, "open environment %s: %s", s->dir,
@@ -296,14 +376,16 @@ err_close_env:
 void store_env_close(struct store *s)
 {
     if (s->env != NULL) {
-        mdb_env_sync(s->env, 1);
+        if (!s->view) {
+            mdb_env_sync(s->env, 1);
+        }
         mdb_env_close(s->env);
         s->env = NULL;
     }
 }
 
 /* Refuse a second opener of the directory, in this or another process. */
-static int dir_lock(struct store *s)
+int store_dir_lock(struct store *s)
 {
     char path[PATH_MAX];
 
@@ -327,9 +409,9 @@ static int dir_lock(struct store *s)
     return 0;
 }
 
-static int store_alloc(const char *dir,
-                       const struct store_options *opts,
-                       struct store **out)
+int store_handle_new(const char *dir,
+                     const struct store_options *opts,
+                     struct store **out)
 {
     pthread_rwlockattr_t attr;
     struct store *s;
@@ -355,11 +437,12 @@ static int store_alloc(const char *dir,
                                   PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&s->env_lock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    atomic_init(&s->fault, 0);
     *out = s;
     return 0;
 }
 
-static void store_free(struct store *s)
+void store_handle_free(struct store *s)
 {
     pthread_rwlock_destroy(&s->env_lock);
     pthread_mutex_destroy(&s->errmsg_lock);
@@ -374,11 +457,11 @@ int store_open(const char *dir,
     struct store *s;
     int rv;
 
-    rv = store_alloc(dir, opts, &s);
+    rv = store_handle_new(dir, opts, &s);
     if (rv != 0) {
         return rv;
     }
-    rv = dir_lock(s);
+    rv = store_dir_lock(s);
     if (rv != 0) {
         goto err_free_store;
     }
@@ -386,14 +469,47 @@ int store_open(const char *dir,
     if (rv != 0) {
         goto err_unlock_dir;
     }
+    if (opts != NULL && opts->archive_dir != NULL) {
+        rv = archive_open(s, opts->archive_dir);
+        if (rv != 0) {
+            goto err_close_env;
+        }
+    }
     *out = s;
     return 0;
 
+err_close_env:
+    store_env_close(s);
 err_unlock_dir:
     close(s->lock_fd);
 err_free_store:
-    store_free(s);
+    store_handle_free(s);
     return rv;
+}
+
+int store_view_open(const char *file,
+                    struct store **out,
+                    char *errmsg,
+                    size_t errlen)
+{
+    struct store *s;
+    int rv;
+
+    *out = NULL;
+    rv = store_handle_new(file, NULL, &s);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "open %s: out of memory", file);
+        return rv;
+    }
+    s->view = 1;
+    rv = store_env_open(s);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "%s", s->errmsg);
+        store_handle_free(s);
+        return rv;
+    }
+    *out = s;
+    return 0;
 }
 
 void store_close(struct store *s)
@@ -401,11 +517,12 @@ void store_close(struct store *s)
     if (s == NULL) {
         return;
     }
+    archive_close(s);
     store_env_close(s);
     if (s->lock_fd >= 0) {
         close(s->lock_fd);
     }
-    store_free(s);
+    store_handle_free(s);
 }
 
 int store_sync(struct store *s)
@@ -421,6 +538,39 @@ int store_sync(struct store *s)
         }
     }
     pthread_rwlock_unlock(&s->env_lock);
+    if (rv == 0) {
+        rv = archive_sync(s);
+    }
+    return rv;
+}
+
+void store_fault_set(struct store *s, int rv)
+{
+    assert(rv == 0 || rv == STORE_FULL || rv == STORE_IOERR);
+    atomic_store(&s->fault, rv);
+}
+
+int store_cluster_id(struct store *s,
+                     char id[STORE_CLUSTER_ID_SIZE],
+                     char restored_from[STORE_RESTORED_FROM_SIZE])
+{
+    char scratch[STORE_RESTORED_FROM_SIZE];
+    MDB_txn *txn;
+    int rv;
+
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = store_meta_str_get(s, txn, STORE_META_CLUSTER_ID,
+                            id != NULL ? id : scratch, STORE_CLUSTER_ID_SIZE);
+    if (rv == 0) {
+        rv = store_meta_str_get(
+            s, txn, STORE_META_RESTORED_FROM,
+            restored_from != NULL ? restored_from : scratch,
+            STORE_RESTORED_FROM_SIZE);
+    }
+    store_read_end(s, txn);
     return rv;
 }
 

@@ -5,7 +5,7 @@
  * - One environment per node, in one directory. Named databases (keys are
  *   big-endian so that cursors iterate in order): meta, cases, case_events,
  *   idx_state, idx_dept, idx_grid, idx_category, idx_reported, sessions,
- *   members, cluster_events, audit, checkpoints, audit_tree.
+ *   members, cluster_events, audit, checkpoints, audit_tree, drills.
  * - store_apply_batch() applies one Raft entry (a packed CommandBatch) in one
  *   write transaction that also records the entry's index. It reads only the
  *   batch and the database: no clock, no randomness. Business errors (illegal
@@ -30,6 +30,7 @@
 #include "cityops/v1/cases.pb-c.h"
 #include "cityops/v1/cluster.pb-c.h"
 #include "cityops/v1/command.pb-c.h"
+#include "cityops/v1/dr.pb-c.h"
 
 /* Error codes: storage owns -1000..-1999. */
 enum {
@@ -64,6 +65,13 @@ struct store_options {
      * If the file system does not keep write order, a power loss can tear
      * the environment: such a node is rebuilt from a peer (restore). */
     int nosync;
+    /* NULL: off. Every applied entry (index, packed batch) is appended,
+     * after its transaction commits, to segment files under
+     * archive_dir/<cluster id>/ (see "command archive" below), for
+     * point-in-time restore. Entries applied before the cluster id is known
+     * are not archived. store_sync() also syncs the archive; without nosync
+     * every append is synced. */
+    const char *archive_dir;
 };
 
 /* Open (creating if needed) the environment in directory @dir, which must
@@ -73,8 +81,8 @@ int store_open(const char *dir,
                struct store **out);
 void store_close(struct store *s);
 
-/* Flush committed transactions to disk (fdatasync). Any thread. Needed only
- * with nosync; a no-op cost otherwise. */
+/* Flush committed transactions, and the command archive, to disk
+ * (fdatasync). Any thread. Needed only with nosync; a no-op cost otherwise. */
 int store_sync(struct store *s);
 
 /* Detail of the last error on this handle (loop thread) or a static string. */
@@ -141,8 +149,12 @@ int store_cluster_events(struct store *s,
                          Cityops__V1__ClusterEvent ***out,
                          size_t *n);
 
-/* SHA-256 over every replicated key and value (excluding nothing that apply
- * writes): equal digests mean equal state. */
+/* SHA-256 over every replicated key and value: equal digests mean equal
+ * state. Meta keys that say where a state sits rather than what it is (the
+ * applied index, the cluster id, restored_from, the restore record and the
+ * key base of a restored store) are left out, so that a store restored from
+ * a backup has the digest of its source at the same state. Compare applied
+ * indexes beside digests where position matters (replica convergence). */
 int store_digest(struct store *s,
                  uint8_t out[STORE_DIGEST_SIZE],
                  uint64_t *applied);
@@ -251,5 +263,160 @@ int store_restore(struct store *s,
                   const void *buf,
                   size_t len,
                   int *replaced);
+
+/* --- cluster identity ---
+ *
+ * A ClusterInit command (role SYSTEM, else PERMISSION_DENIED) sets the
+ * cluster id once: the first applied one stores it, later ones return OK
+ * and change nothing. The id names the archive directory, so it must be 1
+ * to STORE_CLUSTER_ID_SIZE - 1 bytes of [A-Za-z0-9._-], not starting with a
+ * dot (else INVALID_ARGUMENT). */
+#define STORE_CLUSTER_ID_SIZE 64
+#define STORE_RESTORED_FROM_SIZE 96
+/* The cluster id set by the first applied ClusterInit ("" before it) and,
+ * after a restore, "<old cluster id>@<index>" ("" otherwise). Either out
+ * may be NULL. Any thread. */
+int store_cluster_id(struct store *s,
+                     char id[STORE_CLUSTER_ID_SIZE],
+                     char restored_from[STORE_RESTORED_FROM_SIZE]);
+
+/* --- drills ---
+ *
+ * A DrillRecord command (role ADMIN or SYSTEM, else PERMISSION_DENIED;
+ * strings over STORE_MAX_ID (ids, scenario) or STORE_MAX_TEXT (summary,
+ * history check, target) are INVALID_ARGUMENT) stores the record in the
+ * drills database keyed by its Raft index; the newest
+ * STORE_DRILLS_KEEP are kept. */
+#define STORE_DRILLS_KEEP 1000
+/* The last @max drill records (0 = 50), oldest first: *out is a malloc'd
+ * array of *n unpacked records (free each with
+ * cityops__v1__drill_record__free_unpacked, then the array). Any thread. */
+int store_drill_list(struct store *s,
+                     size_t max,
+                     Cityops__V1__DrillRecord ***out,
+                     size_t *n);
+
+/* --- injected faults (drills) --- */
+/* While @rv is STORE_FULL or STORE_IOERR, store_apply_batch() refuses every
+ * entry with that code and the message "injected by a drill"; 0 clears.
+ * Any thread (an atomic). */
+void store_fault_set(struct store *s, int rv);
+
+/* --- backups (backup.c) ---
+ *
+ * A backup file (all integers big-endian):
+ *   "COBACK01"           magic and format version, 8 bytes
+ *   header length        u32
+ *   header               packed BackupInfo
+ *   payload              payload_bytes (from the header) of LMDB data file:
+ *                        a compact copy of the environment
+ *   SHA-256              32 bytes over every byte before it
+ * The header is read from the copy itself, so its applied index, audit
+ * size, audit head and case count are exactly those of the copied state. */
+typedef void (*store_progress_cb)(void *arg, uint64_t done, uint64_t total);
+
+/* Write an online, consistent backup of @s to @fd (a regular file opened
+ * for writing, at offset 0): an LMDB compact copy taken in one read txn
+ * (writers go on) into an unlinked temp file in the data directory, then
+ * the header, the payload streamed from that file and the trailer. @node_id
+ * and @now_us go into the header. @cb (optional) gets bytes written out of
+ * the file's size. On success *info (optional; the caller frees it with
+ * cityops__v1__backup_info__free_unpacked) and @sha256 (optional, 32 bytes:
+ * the trailer) are filled; on failure the content of @fd is undefined.
+ * Any thread; it only takes read txns, so it never stalls the Raft loop. */
+int store_backup_write(struct store *s,
+                       int fd,
+                       uint64_t node_id,
+                       int64_t now_us,
+                       store_progress_cb cb,
+                       void *arg,
+                       Cityops__V1__BackupInfo **info,
+                       uint8_t sha256[32]);
+
+/* Check backup file @path: magic, header, the trailer hash over the whole
+ * file, that the payload opens as an LMDB environment whose applied index,
+ * audit size, audit head and case count equal the header's, and that its
+ * audit chain verifies record by record (prev hash linkage and each
+ * record's hash). The payload is copied to an unlinked temp file beside
+ * @path to be opened. On failure returns STORE_CORRUPT (a damaged or
+ * foreign file), STORE_IOERR, STORE_FULL or STORE_NOMEM with a sentence in
+ * @errmsg. *info (optional; caller frees) gets the header. @cb (optional)
+ * gets bytes read out of the file's size. Needs no open store; any thread. */
+int store_backup_verify(const char *path,
+                        store_progress_cb cb,
+                        void *arg,
+                        Cityops__V1__BackupInfo **info,
+                        char *errmsg,
+                        size_t errlen);
+
+struct store_restore_opts {
+    uint64_t to_index;       /* 0: no index limit */
+    int64_t to_time;         /* UTC us; 0: no limit. Commands whose leader
+                              * time is later are not applied */
+    const char *archive_dir; /* NULL: the backup alone. Else replay archived
+                              * entries after the backup's index (of the
+                              * backup's cluster id) up to the target */
+};
+struct store_restore_result {
+    uint64_t backup_index;      /* applied index in the backup */
+    uint64_t reached_index;     /* last original index applied */
+    int64_t reached_time;       /* leader time of the last applied command */
+    uint64_t replayed_entries;
+    uint64_t replayed_commands;
+    uint64_t audit_size;
+    char cluster_id[STORE_CLUSTER_ID_SIZE]; /* the backup's */
+};
+
+/* Build a store in directory @dir (created if missing) from backup @path,
+ * verified first as store_backup_verify() does. Refuses with STORE_BUSY if
+ * @dir already holds an LMDB environment (data.mdb) or is locked by a
+ * store. With o->archive_dir, replays the archived entries of the backup's
+ * cluster after its index, up to the target, with store_apply_batch():
+ * STORE_NOTFOUND if the archive has a gap before the target or does not
+ * reach o->to_index; a to_time past the archive's end replays everything;
+ * STORE_INVALID if the backup is already past the target. With to_time the
+ * entry that crosses it is cut after its last command at or before it.
+ *
+ * The result is the state of a NEW cluster: applied index 0 (the restored
+ * node bootstraps a fresh Raft log whose indexes start at 1), cluster id
+ * cleared, restored_from "<cluster id>@<reached index>"; the audit chain
+ * goes on unbroken; keys taken from Raft indexes (drills, cluster events)
+ * continue above the old ones. The restore is recorded in meta, not as a
+ * command. The store is built in a temp directory inside @dir and its
+ * data.mdb renamed into @dir at the end, so a failed restore leaves no
+ * data.mdb behind. @cb (optional) gets bytes of the backup checked, then
+ * bytes of archive read (a second count from 0). *res (optional) is filled
+ * on success. @o may be NULL (the backup alone). Any thread; needs no open
+ * store. */
+int store_backup_restore(const char *path,
+                         const char *dir,
+                         const struct store_restore_opts *o,
+                         store_progress_cb cb,
+                         void *arg,
+                         struct store_restore_result *res,
+                         char *errmsg,
+                         size_t errlen);
+
+/* --- command archive (archive.c) ---
+ *
+ * Under archive_dir/<cluster id>/, segment files named by the index of
+ * their first entry ("%020llu.coarch"), each: "COARCH01", the cluster id
+ * (64 bytes, NUL padded), the applied index before its first entry (u64),
+ * then records [u32 payload length][u32 CRC-32 of index and payload]
+ * [u64 index][payload]. A segment grows to 64 MiB. Within a segment every
+ * record follows the one before it with nothing applied in between; Raft
+ * entries that never reach apply (configuration changes, barriers) leave
+ * holes in the index sequence that are not gaps. A new segment also
+ * starts when that chain breaks (a snapshot was installed, an append
+ * failed), which is how a restore tells a gap. An append failure never
+ * fails apply: it is kept in the status and the error message. Opening
+ * the store truncates a torn tail of the last segment. */
+struct store_archive_status {
+    char dir[512];          /* "" when archiving is off */
+    uint64_t first_index, last_index, segments, bytes;
+    char error[256];        /* last append failure, "" if none */
+};
+/* Any thread. */
+void store_archive_status(struct store *s, struct store_archive_status *out);
 
 #endif /* CITYOPS_STORE_H */

@@ -3,7 +3,9 @@
  * storage/.
  *
  * Key layouts (all integers big-endian so that cursors iterate in order):
- *   meta          name (ASCII)                       -> u64 BE
+ *   meta          name (ASCII)                       -> u64 BE; cluster_id,
+ *                                                       restored_from and
+ *                                                       restore: a string
  *   cases         case id u64                        -> packed Case
  *   case_events   case id u64, seq u32               -> packed CaseEvent
  *   idx_state     state u8, case id u64              -> empty
@@ -20,11 +22,18 @@
  *   checkpoints   tree size u64                      -> packed Checkpoint
  *   audit_tree    "tree" (ASCII)                     -> size u64, head (32),
  *                                                       frontier (32 each)
+ *   drills        index key u64                      -> packed DrillRecord
+ *
+ * An "index key" (drills, cluster_events) is meta key_base + the Raft
+ * index: key_base is 0 until a restore, which sets it past every key of the
+ * old cluster so that the new cluster's indexes (from 1 again) sort after
+ * them.
  */
 #ifndef CITYOPS_STORE_INTERNAL_H
 #define CITYOPS_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <lmdb.h>
@@ -48,6 +57,7 @@ enum store_db {
     STORE_DB_AUDIT,
     STORE_DB_CHECKPOINTS,
     STORE_DB_AUDIT_TREE,
+    STORE_DB_DRILLS,
     STORE_DB_N,
 };
 
@@ -58,7 +68,16 @@ extern const char *const store_db_names[STORE_DB_N];
 #define STORE_META_LAST_TIME "last_time"
 #define STORE_META_NEXT_CASE_ID "next_case_id"
 #define STORE_META_SCHEMA "schema_version"
-#define STORE_SCHEMA_VERSION 1
+#define STORE_META_CLUSTER_ID "cluster_id"
+#define STORE_META_RESTORED_FROM "restored_from"
+#define STORE_META_RESTORE "restore"
+#define STORE_META_KEY_BASE "key_base"
+/* 2: the drills database and the cluster identity keys. A version 1
+ * environment is upgraded in place when opened for writing (the new
+ * database is created empty). */
+#define STORE_SCHEMA_VERSION 2
+
+struct store_archive;
 
 struct store {
     /* Guards env and dbi: readers hold it shared for the whole life of
@@ -70,7 +89,11 @@ struct store {
     char *dir;
     size_t map_size;
     int nosync;  /* MDB_NOSYNC: the owner calls store_sync() */
+    int view;    /* dir is one data file opened read-only, without a lock
+                  * (store_view_open) */
     int lock_fd; /* flock()ed: one process per data directory */
+    atomic_int fault;              /* store_fault_set() */
+    struct store_archive *archive; /* NULL: archiving off */
     pthread_mutex_t errmsg_lock;
     char errmsg[STORE_ERRMSG_SIZE];
 };
@@ -89,6 +112,25 @@ int store_mdb_err(struct store *s, int rc, const char *fmt, ...)
  * env_lock exclusively or own the handle alone. */
 int store_env_open(struct store *s);
 void store_env_close(struct store *s);
+
+/* Handles without store_open() (store.c). store_handle_new() allocates a
+ * handle for @dir with no environment (free with store_handle_free()), so
+ * that errors have a message buffer. store_dir_lock() takes the flock of
+ * s->dir (STORE_BUSY if another store holds it). store_view_open() opens
+ * the single LMDB data file @file read-only and unlocked (MDB_NOSUBDIR |
+ * MDB_RDONLY | MDB_NOLOCK) as a store handle for the read functions; a
+ * database the file lacks is left unusable (its reads fail), so that an
+ * older schema still opens. On failure *out is NULL and @errmsg says why;
+ * release with store_close(). */
+int store_handle_new(const char *dir,
+                     const struct store_options *opts,
+                     struct store **out);
+void store_handle_free(struct store *s);
+int store_dir_lock(struct store *s);
+int store_view_open(const char *file,
+                    struct store **out,
+                    char *errmsg,
+                    size_t errlen);
 
 /* Begin a read transaction with env_lock held shared; store_read_end()
  * aborts it and releases the lock. On failure nothing is held. */
@@ -130,6 +172,23 @@ int store_meta_put(struct store *s,
                    MDB_txn *txn,
                    const char *name,
                    uint64_t value);
+
+/* String meta values (cluster_id, restored_from, restore): a missing key
+ * reads as "". store_meta_str_put() with "" deletes the key. */
+int store_meta_str_get(struct store *s,
+                       MDB_txn *txn,
+                       const char *name,
+                       char *buf,
+                       size_t size);
+int store_meta_str_put(struct store *s,
+                       MDB_txn *txn,
+                       const char *name,
+                       const char *value);
+/* The key of Raft index @index in an index-keyed database (see above). */
+int store_index_key(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    uint64_t *key);
 
 /* Case records (schema.c). store_case_load() returns STORE_NOTFOUND without
  * an error message for an unknown id; on success *out is malloc'd by
@@ -176,8 +235,9 @@ int case_fsm_apply(struct store *s,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res);
 
-/* Apply a cluster command (member_set, member_forget, cluster_event) inside
- * @txn; same contract as case_fsm_apply() (cluster.c). */
+/* Apply a cluster command (member_set, member_forget, cluster_event,
+ * cluster_init, drill_record) inside @txn; same contract as
+ * case_fsm_apply() (cluster.c). */
 int cluster_apply(struct store *s,
                   MDB_txn *txn,
                   uint64_t index,
@@ -249,6 +309,76 @@ int audit_apply(struct store *s,
                 const Cityops__V1__Command *cmd,
                 struct audit_tree *t,
                 Cityops__V1__CommandResult *res);
+
+/* Walk the whole trail of @s (a store or a view) in one read txn: each
+ * record's key is its seq, its prev_hash is the hash of the record before
+ * it and its hash is SHA-256(prev_hash || its bytes without the hash);
+ * then the audit_tree head must equal the last hash. Fills *size and @head
+ * on success; STORE_CORRUPT with the first bad record named otherwise. */
+int audit_chain_verify(struct store *s,
+                       uint64_t *size,
+                       uint8_t head[STORE_HASH_SIZE]);
+
+/* Snapshots and backups share the copy (snapshot.c): a compact copy of the
+ * environment, taken in one read txn, into an unlinked temp file in the
+ * data directory. On success *fd is that file (caller closes) and *index
+ * the applied index the copy holds. */
+int store_copy_tmp(struct store *s, int *fd, uint64_t *index);
+/* An unlinked temp file in directory @dir ("" or NULL: the current one),
+ * for reading and writing. */
+int store_tmpfile(struct store *s, const char *dir, int *fd);
+/* Write all of @buf at the current offset of @fd / read @len bytes at
+ * @off; @what names the file in the error message. */
+int store_write_all(struct store *s,
+                    int fd,
+                    const void *buf,
+                    size_t len,
+                    const char *what);
+int store_pread_all(struct store *s,
+                    int fd,
+                    void *buf,
+                    size_t len,
+                    uint64_t off,
+                    const char *what);
+/* "/proc/self/fd/<fd>": the path under which LMDB can open an unlinked
+ * file. */
+void store_fd_path(int fd, char *buf, size_t size);
+
+/* The command archive (archive.c). archive_open() is called by
+ * store_open() and only remembers the root (the cluster's directory is
+ * scanned once the cluster id is known); archive_append() runs on the
+ * applying thread after an entry's transaction committed, with @prev the
+ * applied index before it, and never fails (errors go to the status). */
+int archive_open(struct store *s, const char *root);
+void archive_close(struct store *s);
+void archive_append(struct store *s,
+                    uint64_t prev,
+                    uint64_t index,
+                    const void *buf,
+                    size_t len);
+int archive_sync(struct store *s);
+
+/* Reading a cluster's archive directory in order (restore). Records come
+ * back with @prev: the applied index before them (the segment header's for
+ * a segment's first record, else the record before). A record that does
+ * not check (torn, bad CRC, out of order) ends its segment. *payload is
+ * malloc'd, the caller frees it. *eof = 1 after the last record. */
+struct archive_reader;
+int archive_reader_open(struct store *s,
+                        const char *dir,
+                        struct archive_reader **out);
+int archive_reader_next(struct store *s,
+                        struct archive_reader *r,
+                        uint64_t *prev,
+                        uint64_t *index,
+                        uint8_t **payload,
+                        size_t *len,
+                        int *eof);
+/* Bytes of segments read so far and in all. */
+void archive_reader_progress(const struct archive_reader *r,
+                             uint64_t *done,
+                             uint64_t *total);
+void archive_reader_close(struct archive_reader *r);
 
 /* Page tokens are the decimal number to resume after (read.c): "" gives 0,
  * anything but digits STORE_INVALID. */
