@@ -77,6 +77,10 @@ static const struct opt_spec opt_specs[] = {
     {"all", 0},
     {"digest", 0},
     {"local", 0},
+    {"scenarios", 1},
+    {"cityopsd", 1},
+    {"duration", 1},
+    {"keep", 0},
 };
 
 static const char *const global_opts[] = {
@@ -167,6 +171,15 @@ static const char usage_text[] =
     "  audit consistency M N                  consistency proof of two heads\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "
     "* = leader\n"
+    "\n"
+    "Drills (issue #7; scenarios in ops/drills or --scenarios DIR):\n"
+    "  drill list                             scenarios and what they do\n"
+    "  drill run SCENARIO [--local [N]] [--cityopsd PATH] [--duration S]\n"
+    "            [--out DIR] [--keep]         fault under load; RTO, RPO,\n"
+    "                                         convergence, history; --local\n"
+    "                                         starts N cityopsd of its own\n"
+    "  drill history                          drills recorded in the "
+    "cluster\n"
     "\n"
     "  help, --help                          this text\n"
     "\n"
@@ -503,7 +516,7 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     int rv;
 
     if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
-        strcmp(group, "audit") != 0) {
+        strcmp(group, "audit") != 0 && strcmp(group, "drill") != 0) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
     }
     if (sub == NULL) {
@@ -513,6 +526,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
         allowed = ctl_case_options(sub);
     } else if (strcmp(group, "audit") == 0) {
         allowed = ctl_audit_options(sub);
+    } else if (strcmp(group, "drill") == 0) {
+        allowed = ctl_drill_options(sub);
     } else {
         allowed = ctl_cluster_options(sub);
     }
@@ -529,6 +544,9 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "audit") == 0) {
         return ctl_audit_run(ctl, a);
+    }
+    if (strcmp(group, "drill") == 0) {
+        return ctl_drill_run(ctl, a);
     }
     return ctl_cluster_run(ctl, a);
 }

@@ -219,4 +219,9 @@ int ops_backup_restore(const char *file,
  * members caught up. Returns OPS_EXIT_*. */
 int ops_recover(struct ops_ctl *ctl, int yes, int force, int quiet);
 
+/* --- drill.c: cityctl drill (list, run, history); see drill.h --- */
+
+int ctl_drill_run(struct ops_ctl *ctl, const struct ops_args *a);
+const char *ctl_drill_options(const char *sub);
+
 #endif /* CITYOPS_OPS_H */
