@@ -11,6 +11,11 @@
  *              (one line per member of the initial cluster; a node that is
  *              not listed starts empty and joins when it is added),
  *              auto_promote_ms, one_voter_per_zone
+ *   [backup]   dir (default <data_dir>/backups), interval_s (scheduled
+ *              backups; 0 = off), keep (how many to keep, default 7),
+ *              archive_dir (continuous command archive for point-in-time
+ *              restore; "" = off)
+ *   [drill]    allow_faults (true | false: Drill/Fault may inject faults)
  */
 #include <errno.h>
 #include <ini.h>
@@ -169,6 +174,20 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("cluster", "one_voter_per_zone")) {
         bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
         cfg->one_voter_per_zone = strcmp(value, "true") == 0;
+    } else if (IS("backup", "dir")) {
+        bad = copy_str(cfg->backup_dir, sizeof cfg->backup_dir, value) ||
+              value[0] == '\0';
+    } else if (IS("backup", "interval_s")) {
+        bad = parse_uint(value, 30 * 86400, &v) != 0 || (v > 0 && v < 10);
+        cfg->backup_interval_s = (unsigned)v;
+    } else if (IS("backup", "keep")) {
+        bad = parse_uint(value, 1000, &v) != 0 || v == 0;
+        cfg->backup_keep = (unsigned)v;
+    } else if (IS("backup", "archive_dir")) {
+        bad = copy_str(cfg->archive_dir, sizeof cfg->archive_dir, value);
+    } else if (IS("drill", "allow_faults")) {
+        bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
+        cfg->drill_allow_faults = strcmp(value, "true") == 0;
     } else {
         snprintf(p->err, p->err_size, "unknown key [%s] %s", section, key);
         p->failed = 1;
@@ -219,6 +238,12 @@ static int check(struct node_config *cfg, char *err, size_t err_size)
                  cfg->election_ms, cfg->heartbeat_ms);
         return NODE_CONFIG;
     }
+    if (cfg->backup_dir[0] == '\0' &&
+        snprintf(cfg->backup_dir, sizeof cfg->backup_dir, "%s/backups",
+                 cfg->data_dir) >= (int)sizeof cfg->backup_dir) {
+        snprintf(err, err_size, "[node] data_dir is too long");
+        return NODE_CONFIG;
+    }
     if (cfg->name[0] == '\0') {
         snprintf(cfg->name, sizeof cfg->name, "n%llu",
                  (unsigned long long)cfg->id);
@@ -241,6 +266,7 @@ int node_config_load(const char *path,
     cfg->election_ms = 1000;
     cfg->write_wait_ms = 5000;
     cfg->checkpoint_every = 1000;
+    cfg->backup_keep = 7;
     cfg->sync_interval_ms = 100;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);

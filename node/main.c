@@ -7,10 +7,12 @@
  * node is ready it prints one line on stdout:
  *   cityopsd: node 1 ready grpc=127.0.0.1:7001 port=7001 raft=127.0.0.1:9001
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto/clog.h"
 #include "node.h"
@@ -89,6 +91,17 @@ int main(int argc, char **argv)
         }
     }
     clog(CLOG_INFO, "node", "signal %d: shutting down", sig);
-    node_stop(n);
+    if (node_stop(n)) {
+        /* Quorum-loss recovery or reset: the plan is on disk; start again
+         * as the same process so that whoever supervises it keeps its PID. */
+        clog(CLOG_WARN, "node", "restarting in place to carry out the plan "
+                                "in %s", cfg.data_dir);
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        clog(CLOG_ERROR, "node", "restart in place failed: %s; start "
+                                 "cityopsd again by hand",
+             strerror(errno));
+        return 1;
+    }
     return 0;
 }

@@ -46,11 +46,35 @@ static int make_dir(const char *path)
     return 0;
 }
 
+int node_make_dirs(const char *dir)
+{
+    char path[NODE_PATH_SIZE];
+
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (make_dir(path) != 0) {
+                return NODE_START;
+            }
+            *p = '/';
+        }
+    }
+    return make_dir(path);
+}
+
 static int open_store(struct node *n)
 {
     char path[NODE_PATH_SIZE + 16];
     struct store_options opts = {.map_size = n->cfg.map_size,
                                  .nosync = n->cfg.sync_interval_ms > 0};
+
+    if (n->cfg.archive_dir[0] != '\0') {
+        if (node_make_dirs(n->cfg.archive_dir) != 0) {
+            return NODE_START;
+        }
+        opts.archive_dir = n->cfg.archive_dir;
+    }
     int rv;
 
     snprintf(path, sizeof path, "%s/store", n->cfg.data_dir);
@@ -86,7 +110,7 @@ static void hook_decision(void *data, const char *kind, const char *detail)
     node_cluster_event(n, actor, CITYOPS__V1__ROLE__ROLE_SYSTEM, kind, detail);
 }
 
-static int start_cons(struct node *n)
+static int start_cons(struct node *n, const struct node_dr_start *st)
 {
     char path[NODE_PATH_SIZE + 16];
     struct cons_member members[CONS_MAX_MEMBERS];
@@ -111,7 +135,17 @@ static int start_cons(struct node *n)
     cc.raft_address = n->cfg.raft_address;
     cc.dir = path;
     cc.members = members;
-    cc.n_members = n->cfg.n_members;
+    cc.n_members = st->join ? 0 : n->cfg.n_members;
+    if (st->alone) {
+        /* restored from a backup: a new cluster of this node alone */
+        memset(members, 0, sizeof members);
+        members[0].id = n->cfg.id;
+        snprintf(members[0].raft_address, sizeof members[0].raft_address,
+                 "%s", n->cfg.raft_address);
+        members[0].role = CONS_VOTER;
+        cc.n_members = 1;
+    }
+    cc.recover = st->recover;
     cc.heartbeat_ms = n->cfg.heartbeat_ms;
     cc.election_ms = n->cfg.election_ms;
     cc.snapshot_threshold = n->cfg.snapshot_threshold;
@@ -124,6 +158,7 @@ static int start_cons(struct node *n)
     cc.hooks.data = n;
     cc.hooks.zone_of = hook_zone_of;
     cc.hooks.decision = hook_decision;
+    cc.hooks.leader_ready = node_dr_leader_ready;
     rv = cons_start(&cc, &n->cons);
     if (rv != 0) {
         clog(CLOG_ERROR, "node", "cannot start raft on %s: %s",
@@ -150,9 +185,14 @@ static int open_peers(struct node *n)
 int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
 {
     struct rpc_server_config sc;
-    struct node *n = calloc(1, sizeof *n);
+    struct node_dr_start st;
+    struct node *n;
     int rv;
 
+    if (node_dr_prepare(cfg, &st) != 0) {
+        return NODE_START;
+    }
+    n = calloc(1, sizeof *n);
     if (n == NULL) {
         return NODE_NOMEM;
     }
@@ -168,10 +208,11 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     if (rv != 0) {
         goto err_free;
     }
-    rv = start_cons(n);
+    rv = start_cons(n, &st);
     if (rv != 0) {
         goto err_close_store;
     }
+    node_dr_started(n, &st);
     rv = open_peers(n);
     if (rv != 0) {
         goto err_close_peers;
@@ -180,11 +221,17 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     if (rv != 0) {
         goto err_close_peers;
     }
+    rv = node_backups_start(n, &n->backups);
+    if (rv != 0) {
+        goto err_stop_reader;
+    }
     node_write_methods_add(n);
     node_read_methods_add(n);
     node_status_methods_add(n);
     node_membership_methods_add(n);
     node_audit_methods_add(n);
+    node_dr_methods_add(n);
+    node_backup_methods_add(n);
     memset(&sc, 0, sizeof sc);
     sc.address = cfg->grpc_address;
     sc.methods = n->methods;
@@ -192,7 +239,7 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     rv = rpc_server_start(&sc, &n->rpc, grpc_port);
     if (rv != 0) {
         rv = NODE_START;
-        goto err_close_peers;
+        goto err_stop_reader;
     }
     rv = node_signer_start(n, &n->signer);
     if (rv != 0) {
@@ -207,11 +254,21 @@ err_stop_rpc:
     n->cons = NULL;
     node_reader_stop(n);
     rpc_server_destroy(n->rpc, 0);
+    node_backups_stop(n->backups);
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);
     free(n);
     return rv;
+
+err_stop_reader:
+    cons_stop(n->cons);
+    n->cons = NULL;
+    node_reader_stop(n);
+    node_backups_stop(n->backups);
+    node_peers_close(n);
+    store_close(n->store);
+    goto err_free;
 
 err_close_peers:
     node_peers_close(n);
@@ -225,8 +282,10 @@ err_free:
     return rv;
 }
 
-void node_stop(struct node *n)
+int node_stop(struct node *n)
 {
+    int restart = n->restart;
+
     clog(CLOG_INFO, "node", "stopping");
     /* Close the gate first (no handler runs after this), then stop Raft:
      * pending proposals are answered UNAVAILABLE, so the server's calls all
@@ -239,10 +298,12 @@ void node_stop(struct node *n)
         /* Calls still in flight may yet touch the node: leave it be; the
          * process is exiting. */
         clog(CLOG_WARN, "node", "stopped with calls in flight");
-        return;
+        return restart;
     }
+    node_backups_stop(n->backups); /* it reads the store: before closing it */
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);
     free(n);
+    return restart;
 }

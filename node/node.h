@@ -48,6 +48,11 @@ struct node_config {
     char audit_key_file[NODE_PATH_SIZE]; /* Ed25519 PEM; "" = no signing */
     unsigned checkpoint_every;            /* records; 0 = on demand only */
     int one_voter_per_zone;
+    char backup_dir[NODE_PATH_SIZE];  /* scheduled backups */
+    unsigned backup_interval_s;       /* 0 = no scheduled backups */
+    unsigned backup_keep;             /* scheduled backups kept */
+    char archive_dir[NODE_PATH_SIZE]; /* command archive; "" = off */
+    int drill_allow_faults;
     size_t n_members;
     struct node_member members[CONS_MAX_MEMBERS];
 };
@@ -66,8 +71,9 @@ struct node;
  * gRPC server bound. */
 int node_start(const struct node_config *cfg, struct node **out, int *grpc_port);
 
-/* Stop serving, stop Raft, close the store. */
-void node_stop(struct node *n);
+/* Stop serving, stop Raft, close the store. Returns 1 if the node asked to
+ * be started again in place (quorum-loss recovery, reset), else 0. */
+int node_stop(struct node *n);
 
 const char *node_strerror(int rv);
 

@@ -32,11 +32,16 @@ struct node_book_entry {
 
 struct node_signer;
 struct node_reader;
+struct node_backups;
 
 struct node {
     struct node_config cfg;
     struct node_signer *signer;
     struct node_reader *reader;
+    struct node_backups *backups;
+    int dr_recovered;         /* started with recover: record it as leader */
+    int dr_init_inflight;     /* a ClusterInit is being proposed */
+    volatile int restart;     /* node_restart_request() was called */
     struct store *store;
     struct cons *cons;
     struct rpc_server *rpc;
@@ -109,6 +114,12 @@ void node_read_handle(struct rpc_call *call,
                       const ProtobufCMessage *req,
                       void *data);
 void node_audit_read(struct node *n, struct rpc_call *call, int kind);
+/* Kinds from NODE_READ_DR on: node_dr_read() (dr.c). */
+#define NODE_READ_DR 200
+void node_dr_read(struct node *n, struct rpc_call *call, int kind);
+
+/* mkdir -p @dir (mode 0750): 0 or NODE_START (logged). */
+int node_make_dirs(const char *dir);
 
 /* Append a method to n->methods with its handler data. */
 void node_method_add(struct node *n,
@@ -125,5 +136,41 @@ void node_read_methods_add(struct node *n);
 void node_status_methods_add(struct node *n);
 void node_membership_methods_add(struct node *n);
 void node_audit_methods_add(struct node *n);
+void node_dr_methods_add(struct node *n);
+void node_backup_methods_add(struct node *n);
+
+/* Disaster recovery on the node (dr.c).
+ *
+ * Files in the data directory that steer the next start:
+ *   recover.plan  written by Recovery/Recover: start with cons recover (the
+ *                 configuration becomes this node alone), then renamed to
+ *                 recover.done;
+ *   reset.plan    written by Recovery/Reset: move store/ and raft/ aside to
+ *                 pre-recover-<UTC time>/, then start empty as a joiner;
+ *   join.marker   never bootstrap a new cluster from the config's member
+ *                 list: wait to be added;
+ *   restore.marker written by cityctl backup restore: bootstrap a cluster of
+ *                 this node alone, then renamed to restore.done.
+ * Both RPCs then restart the process in place (node_restart_request()). */
+struct node_dr_start {
+    int recover; /* run cons recover */
+    int join;    /* do not bootstrap */
+    int alone;   /* restore.marker (cityctl backup restore): bootstrap a
+                  * cluster of this node alone */
+};
+/* Before the store opens: act on the files above. NODE_START on failure. */
+int node_dr_prepare(const struct node_config *cfg, struct node_dr_start *out);
+/* After Raft started with recover: retire recover.plan. */
+void node_dr_started(struct node *n, const struct node_dr_start *st);
+/* cons hook: the leader is ready (sets the cluster id, records a recovery). */
+void node_dr_leader_ready(void *data);
+/* Ask main() to stop the node and execute itself again (same PID). */
+void node_restart_request(struct node *n);
+
+/* Backups (backup.c): transfers for Backup/Create+Read and the scheduled
+ * backup thread. */
+struct node_backups;
+int node_backups_start(struct node *n, struct node_backups **out);
+void node_backups_stop(struct node_backups *b);
 
 #endif /* CITYOPS_NODE_INTERNAL_H */

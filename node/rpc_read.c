@@ -109,6 +109,10 @@ static void read_run(struct node *n, struct rpc_call *call, int kind)
 {
     const ProtobufCMessage *req = rpc_call_request(call);
 
+    if (kind >= NODE_READ_DR) {
+        node_dr_read(n, call, kind);
+        return;
+    }
     if (kind >= NODE_READ_AUDIT) {
         node_audit_read(n, call, kind);
         return;

@@ -30,6 +30,8 @@ struct status_slot {
     Cityops__V1__StatusResponse *remote; /* unpacked answer, owns strings */
     char error[160];
     char digest[2 * STORE_DIGEST_SIZE + 1];
+    char cluster_id[STORE_CLUSTER_ID_SIZE];
+    char restored_from[STORE_RESTORED_FROM_SIZE];
 };
 
 struct status_agg {
@@ -95,6 +97,12 @@ static void fill_local(struct node *n,
     ns->leader_id = cs->leader_id;
     ns->case_count = store_case_count(n->store);
     ns->snapshot_index = cs->snapshot_index;
+    ns->last_log_term = cs->last_log_term;
+    if (store_cluster_id(n->store, slot->cluster_id, slot->restored_from) ==
+        0) {
+        ns->cluster_id = slot->cluster_id;
+        ns->restored_from = slot->restored_from;
+    }
     if (cs->store_failed) {
         snprintf(slot->store_error, sizeof slot->store_error, "%s",
                  cs->store_error);
