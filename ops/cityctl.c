@@ -81,6 +81,11 @@ static const struct opt_spec opt_specs[] = {
     {"cityopsd", 1},
     {"duration", 1},
     {"keep", 0},
+    {"data-dir", 1},
+    {"to-index", 1},
+    {"to-time", 1},
+    {"yes", 0},
+    {"force", 0},
 };
 
 static const char *const global_opts[] = {
@@ -171,6 +176,24 @@ static const char usage_text[] =
     "  audit consistency M N                  consistency proof of two heads\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "
     "* = leader\n"
+    "\n"
+    "Disaster recovery [admin]:\n"
+    "  backup create --out FILE               online consistent backup from "
+    "one node\n"
+    "  backup verify FILE                     offline: checksum, store, "
+    "audit chain\n"
+    "  backup list                            a node's scheduled backups and "
+    "archive\n"
+    "  backup restore FILE --data-dir DIR [--archive DIR]\n"
+    "                 [--to-index N | --to-time T]\n"
+    "                                         offline: the state of a new "
+    "one-node\n"
+    "                                         cluster (point in time with "
+    "--archive)\n"
+    "  recover [--yes] [--force]              quorum loss: gather from every "
+    "member\n"
+    "                                         (--endpoints), plan, then "
+    "execute\n"
     "\n"
     "Drills (issue #7; scenarios in ops/drills or --scenarios DIR):\n"
     "  drill list                             scenarios and what they do\n"
@@ -516,8 +539,13 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     int rv;
 
     if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
-        strcmp(group, "audit") != 0 && strcmp(group, "drill") != 0) {
+        strcmp(group, "audit") != 0 && strcmp(group, "backup") != 0 &&
+        strcmp(group, "recover") != 0 && strcmp(group, "drill") != 0) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
+    }
+    if (strcmp(group, "recover") == 0) {
+        rv = options_check(ctl, a, "recover", ctl_recover_options(sub));
+        return rv != OPS_EXIT_OK ? rv : ctl_recover_run(ctl, a);
     }
     if (sub == NULL) {
         return ops_usage_error(ctl, "%s: which subcommand?", group);
@@ -526,6 +554,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
         allowed = ctl_case_options(sub);
     } else if (strcmp(group, "audit") == 0) {
         allowed = ctl_audit_options(sub);
+    } else if (strcmp(group, "backup") == 0) {
+        allowed = ctl_backup_options(sub);
     } else if (strcmp(group, "drill") == 0) {
         allowed = ctl_drill_options(sub);
     } else {
@@ -544,6 +574,9 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "audit") == 0) {
         return ctl_audit_run(ctl, a);
+    }
+    if (strcmp(group, "backup") == 0) {
+        return ctl_backup_run(ctl, a);
     }
     if (strcmp(group, "drill") == 0) {
         return ctl_drill_run(ctl, a);

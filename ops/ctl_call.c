@@ -176,6 +176,7 @@ int ops_call(struct ops_ctl *ctl,
             return OPS_EXIT_FAIL;
         }
         if (status == GRPC_STATUS_OK && *resp != NULL) {
+            ctl->last_endpoint = i;
             return OPS_EXIT_OK;
         }
         if (status == GRPC_STATUS_OK) {
@@ -207,4 +208,72 @@ int ops_call(struct ops_ctl *ctl,
     }
     ops_print_error(ctl, method, rpc_status_name(status), message, endpoint);
     return OPS_EXIT_FAIL;
+}
+
+int ops_endpoint_index(struct ops_ctl *ctl, const char *ep)
+{
+    int i;
+
+    for (i = 0; i < ctl->n_endpoints; i++) {
+        if (strcmp(ctl->endpoints[i], ep) == 0) {
+            return i;
+        }
+    }
+    if (ctl->n_endpoints >= OPS_MAX_ENDPOINTS) {
+        return -1;
+    }
+    ctl->endpoints[i] = strdup(ep);
+    if (ctl->endpoints[i] == NULL) {
+        return -1;
+    }
+    ctl->channels[i] = NULL;
+    ctl->n_endpoints++;
+    return i;
+}
+
+int ops_call_one(struct ops_ctl *ctl,
+                 int i,
+                 const char *method,
+                 const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc,
+                 int timeout_ms,
+                 ProtobufCMessage **resp,
+                 grpc_status_code *status,
+                 char *details,
+                 size_t details_len)
+{
+    char path[128];
+    char *msg = NULL;
+
+    *resp = NULL;
+    *status = GRPC_STATUS_UNKNOWN;
+    if (details != NULL && details_len > 0) {
+        details[0] = '\0';
+    }
+    if (i < 0 || i >= ctl->n_endpoints) {
+        return OPS_EXIT_FAIL;
+    }
+    snprintf(path, sizeof(path), "/cityops.v1.%s", method);
+    if (ctl->channels[i] == NULL) {
+        ctl->channels[i] = rpc_channel_open(ctl->endpoints[i]);
+    }
+    if (ctl->channels[i] == NULL ||
+        rpc_call_unary(ctl->channels[i], path, req, resp_desc, timeout_ms,
+                       resp, status, &msg) != 0) {
+        *status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        if (details != NULL) {
+            snprintf(details, details_len, "the call could not be made");
+        }
+        return OPS_EXIT_FAIL;
+    }
+    if (*status == GRPC_STATUS_OK && *resp == NULL) {
+        *status = GRPC_STATUS_INTERNAL;
+        if (details != NULL) {
+            snprintf(details, details_len, "the reply did not decode");
+        }
+    } else if (details != NULL && msg != NULL) {
+        snprintf(details, details_len, "%s", msg);
+    }
+    free(msg);
+    return *status == GRPC_STATUS_OK ? OPS_EXIT_OK : OPS_EXIT_FAIL;
 }

@@ -1,7 +1,8 @@
 /* ops: the internal contract of the operator tools (cityctl, cityops-bench).
  *
- * ops/ talks to nodes over gRPC only: it includes proto/rpc.h and the
- * generated protobuf-c headers, never storage/, consensus/ or node/.
+ * ops/ talks to nodes over gRPC: it includes proto/rpc.h and the generated
+ * protobuf-c headers, never consensus/ or node/; only ctl_backup.c uses
+ * storage/, for the offline backup verify and restore of local files.
  *
  * cityctl's flow: cityctl.c parses argv into a struct ops_args and a
  * struct ops_ctl (global options), ctl_case.c / ctl_cluster.c build a request
@@ -70,6 +71,7 @@ struct ops_ctl {
     char client_id_buf[40];
     int consistency; /* Cityops__V1__Consistency; -1 = the command's default */
     uint64_t min_index;
+    int last_endpoint; /* index of the endpoint that answered ops_call() */
 };
 
 /* --- cityctl.c: argument access --- */
@@ -122,6 +124,25 @@ int ops_call(struct ops_ctl *ctl,
              const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc,
              ProtobufCMessage **resp);
+
+/* One call to endpoint @i only: no failover, nothing printed. *status gets
+ * the gRPC status (GRPC_STATUS_INTERNAL if the reply did not decode) and
+ * @details (if not NULL) the message. Returns OPS_EXIT_OK when the status
+ * is OK and *resp is set, else OPS_EXIT_FAIL. */
+int ops_call_one(struct ops_ctl *ctl,
+                 int i,
+                 const char *method,
+                 const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc,
+                 int timeout_ms,
+                 ProtobufCMessage **resp,
+                 grpc_status_code *status,
+                 char *details,
+                 size_t details_len);
+
+/* Index of endpoint @ep in @ctl, appended if it is not there yet; -1 if the
+ * list is full or memory runs out. */
+int ops_endpoint_index(struct ops_ctl *ctl, const char *ep);
 
 /* Report a failed call: "cityctl: <method>: <code>: <message>" on stderr,
  * plus {"error":{"code","message","method","endpoint"}} on stdout with
