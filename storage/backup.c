@@ -570,7 +570,7 @@ int store_backup_verify(const char *path,
 struct restore {
     struct store *e;   /* the target directory: lock and errors */
     struct store *t;   /* the store being built */
-    char tmp[PATH_MAX]; /* its directory, inside the target */
+    char tmp[PATH_MAX - 32]; /* its directory, inside the target */
     const struct store_restore_opts *o;
     Cityops__V1__BackupInfo *h;
     store_progress_cb cb;
@@ -817,6 +817,10 @@ static int target_open(const char *dir, struct restore *r)
     char path[PATH_MAX];
     int rv;
 
+    if (strlen(dir) + 32 >= sizeof(r->tmp)) {
+        return store_errf(r->e, STORE_INVALID, "restore: %s: path too long",
+                          dir);
+    }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         return store_errf(r->e, STORE_IOERR, "restore: create %s: %s", dir,
                           strerror(errno));
