@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "storage/store.h"
 
@@ -375,6 +376,61 @@ static void test_injected_fault_refuses_entries_until_cleared(void **state)
     assert_int_equal(store_applied_index(f->s), 2);
     assert_int_equal(store_case_count(f->s), 2);
     cmd_free(c);
+}
+
+/* Rewrite f's closed environment as schema 1 had it: no drills database,
+ * schema_version 1. Returns the schema version found first. */
+static uint64_t schema_set_v1(struct fx *f)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_dbi drills;
+    MDB_val k = {14, "schema_version"};
+    MDB_val v;
+    uint8_t one[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    uint64_t was = 0;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+    for (size_t i = 0; i < v.mv_size; i++) {
+        was = was << 8 | ((uint8_t *)v.mv_data)[i];
+    }
+    v.mv_size = sizeof(one);
+    v.mv_data = one;
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    assert_int_equal(mdb_dbi_open(txn, "drills", 0, &drills), 0);
+    assert_int_equal(mdb_drop(txn, drills, 1), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return was;
+}
+
+static void test_schema_1_store_is_upgraded_when_opened(void **state)
+{
+    struct fx *f = *state;
+    Cityops__V1__DrillRecord **d = NULL;
+    size_t n = 0;
+
+    reports_at(f, 1, 2);
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(schema_set_v1(f), 2);
+    store_at(f, NULL);
+    assert_int_equal(store_case_count(f->s), 2);
+    assert_int_equal(drill(f, R(ADMIN), "d1", "ok"), RC(OK));
+    assert_int_equal(store_drill_list(f->s, 0, &d, &n), 0);
+    assert_int_equal(n, 1);
+    cityops__v1__drill_record__free_unpacked(d[0], NULL);
+    free(d);
+    store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(schema_set_v1(f), 2); /* it was stamped 2 again */
+    store_at(f, NULL);
 }
 
 /* --- backups --- */
@@ -862,6 +918,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_injected_fault_refuses_entries_until_cleared, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_schema_1_store_is_upgraded_when_opened, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_backup_restores_into_a_new_cluster_with_an_equal_digest,
             setup, teardown),
