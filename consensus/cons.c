@@ -526,6 +526,14 @@ static void observe(struct cons *c)
         }
         changed = 1;
     }
+    if (c->cfg.snapshot_first && c->raft.log.snapshot.last_index > 0) {
+        c->cfg.snapshot_first = 0;
+        raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+        raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+        clog(CLOG_INFO, "cons", "restored state: snapshot at index %llu "
+                                "taken; members may join",
+             (unsigned long long)c->raft.log.snapshot.last_index);
+    }
     c->seen_state = state;
     c->seen_term = term;
     c->seen_leader = leader_id;
@@ -1278,8 +1286,17 @@ static int loop_start(struct cons *c)
     raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
     raft_set_election_timeout(&c->raft, c->cfg.election_ms);
     raft_set_pre_vote(&c->raft, true);
-    raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
-    raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+    if (c->cfg.snapshot_first) {
+        /* The state did not come from this log: snapshot at once and keep
+         * no entries behind it, so a member that joins is sent the state,
+         * not a log that never built it. */
+        raft_set_snapshot_threshold(&c->raft, 1);
+        raft_set_snapshot_trailing(&c->raft, 0);
+        clog(CLOG_INFO, "cons", "restored state: a snapshot comes first");
+    } else {
+        raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+        raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+    }
     rv = raft_start(&c->raft);
     if (rv != 0) {
         /* A listen failure (address in use, not local) leaves no detail

@@ -118,6 +118,10 @@ struct cons_config {
      * survivors are added back as new members. Use once, on the most
      * advanced survivor, with every other node stopped or reset. */
     int recover;
+    /* The store's state was not built by this log (restored from a
+     * backup): take a snapshot as soon as an entry applies and keep no log
+     * behind it, so that members added later are sent the state. */
+    int snapshot_first;
     struct cons_hooks hooks;
 };
 

@@ -6,6 +6,7 @@
  * directory, see node_internal.h) and then restart the process in place:
  * raft_recover must run between raft_init and raft_start, and a reset must
  * move the store and the log while nothing has them open. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -139,6 +140,26 @@ static int reset_carry_out(const struct node_config *cfg)
     return 0;
 }
 
+/* A snapshot in <data_dir>/raft (libraft's uv files "snapshot-*"). */
+static int raft_has_snapshot(const char *data_dir)
+{
+    char path[NODE_PATH_SIZE + 16];
+    struct dirent *e;
+    DIR *d;
+    int found = 0;
+
+    snprintf(path, sizeof path, "%s/raft", data_dir);
+    d = opendir(path);
+    if (d == NULL) {
+        return 0;
+    }
+    while (!found && (e = readdir(d)) != NULL) {
+        found = strncmp(e->d_name, "snapshot-", 9) == 0;
+    }
+    closedir(d);
+    return found;
+}
+
 int node_dr_prepare(const struct node_config *cfg, struct node_dr_start *out)
 {
     memset(out, 0, sizeof *out);
@@ -154,6 +175,18 @@ int node_dr_prepare(const struct node_config *cfg, struct node_dr_start *out)
     out->join = file_exists(cfg->data_dir, DR_JOIN_MARK);
     out->recover = file_exists(cfg->data_dir, DR_RECOVER_PLAN);
     out->alone = file_exists(cfg->data_dir, DR_RESTORE_MARK);
+    if (out->alone && raft_has_snapshot(cfg->data_dir)) {
+        char from[NODE_PATH_SIZE + 32];
+        char to[NODE_PATH_SIZE + 32];
+
+        /* the restored state is in a snapshot now: an ordinary node */
+        path_join(from, sizeof from, cfg->data_dir, DR_RESTORE_MARK);
+        path_join(to, sizeof to, cfg->data_dir, DR_RESTORE_DONE);
+        if (rename(from, to) == 0) {
+            dir_sync(cfg->data_dir);
+            out->alone = 0;
+        }
+    }
     if (out->alone) {
         clog(CLOG_WARN, "dr", "%s/%s: restored from a backup; bootstrapping "
                               "a new cluster of this node alone",
@@ -176,12 +209,6 @@ void node_dr_started(struct node *n, const struct node_dr_start *st)
     char from[NODE_PATH_SIZE + 32];
     char to[NODE_PATH_SIZE + 32];
 
-    if (st->alone) {
-        path_join(from, sizeof from, n->cfg.data_dir, DR_RESTORE_MARK);
-        path_join(to, sizeof to, n->cfg.data_dir, DR_RESTORE_DONE);
-        rename(from, to);
-        dir_sync(n->cfg.data_dir);
-    }
     if (!st->recover) {
         return;
     }

@@ -146,6 +146,9 @@ static int start_cons(struct node *n, const struct node_dr_start *st)
         cc.n_members = 1;
     }
     cc.recover = st->recover;
+    /* until its first snapshot, the log of a restored node does not
+     * describe its state (restore.marker stays until then) */
+    cc.snapshot_first = st->alone;
     cc.heartbeat_ms = n->cfg.heartbeat_ms;
     cc.election_ms = n->cfg.election_ms;
     cc.snapshot_threshold = n->cfg.snapshot_threshold;

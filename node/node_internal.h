@@ -150,7 +150,9 @@ void node_backup_methods_add(struct node *n);
  *   join.marker   never bootstrap a new cluster from the config's member
  *                 list: wait to be added;
  *   restore.marker written by cityctl backup restore: bootstrap a cluster of
- *                 this node alone, then renamed to restore.done.
+ *                 this node alone and snapshot at once (the log did not
+ *                 build the state); renamed to restore.done at the first
+ *                 start that finds the snapshot.
  * Both RPCs then restart the process in place (node_restart_request()). */
 struct node_dr_start {
     int recover; /* run cons recover */

@@ -387,7 +387,10 @@ int store_restore(struct store *s, const void *buf, size_t len, int *replaced)
         return rv;
     }
     local = store_applied_index(s);
-    if (local >= index) {
+    /* Applied index 0 carries no proof of content: a restored store holds
+     * its state at index 0 (its log did not build it), a new member holds
+     * nothing at 0. Only a store that applied entries keeps itself. */
+    if (local >= index && local > 0) {
         return 0;
     }
     snprintf(tmp, sizeof(tmp), "%s/%s", s->dir, SNAP_RESTORE_FILE);

@@ -256,8 +256,9 @@ int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
 
 /* Replace the environment with the snapshot's content, atomically (a new
  * file is written beside the old one and renamed over it). If the local
- * applied index is already >= the snapshot's, the local state is kept and
- * *replaced is 0. Loop thread only; readers on other threads wait on the
+ * applied index is already >= the snapshot's and above 0, the local state
+ * is kept and *replaced is 0 (at 0 a store may be empty or restored from a
+ * backup: the snapshot is taken). Loop thread only; readers on other threads wait on the
  * store's lock while the environment is swapped. */
 int store_restore(struct store *s,
                   const void *buf,

@@ -124,6 +124,18 @@ class DrTest(unittest.TestCase):
             # first commands change the digest, so compare the cases)
             self.assertEqual(by_desc, src_cases)
             check_writable(self, c, "on the restored cluster")
+            # A member added to the restored cluster gets the restored state
+            # (a snapshot), not just the new cluster's log.
+            g, rp = free_ports(2)
+            j = Node(c, 11, g, rp)
+            j.write_config([r])
+            c.nodes.append(j)
+            j.start()
+            c.ctl("cluster", "add", "11", "--raft", j.raft, "--grpc", j.grpc,
+                  endpoints=r.grpc, timeout_ms=60000)
+            check_no_loss(self, c, acked, [r, j])
+            self.assertEqual(cases_by_desc(c, j), cases_by_desc(c, r))
+            j.stop()
             r.stop()
 
             # Point in time: the backup plus the archive up to mark_index
