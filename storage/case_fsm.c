@@ -374,9 +374,8 @@ static int case_dup(const Cityops__V1__Case *c, Cityops__V1__Case **out)
     return *out != NULL ? 0 : STORE_NOMEM;
 }
 
-static int fsm_report(struct fsm *f)
+static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
 {
-    const Cityops__V1__ReportRequest *r = f->cmd->report;
     const uint32_t roles =
         ROLE(INSPECTOR) | ROLE(PUBLIC) | ROLE(INTAKE_CLERK) | ROLE(SYSTEM);
     struct fsm_args args = {0, "", r->n_attachments, r->attachments};
@@ -1253,7 +1252,7 @@ int case_fsm_apply(struct store *s,
     rv = cmd_validate(&f);
     if (rv == 0 && cmd->op_case == CITYOPS__V1__COMMAND__OP_REPORT &&
         cmd->report != NULL) {
-        rv = fsm_report(&f);
+        rv = fsm_report(&f, cmd->report);
     } else if (rv == 0) {
         /* Every oneof member is a message pointer: NULL means none. */
         op = cmd->report != NULL ? op_decode(cmd, &args) : NULL;
@@ -1262,6 +1261,24 @@ int case_fsm_apply(struct store *s,
         } else {
             rv = fsm_case_event(&f, op, &args);
         }
+    }
+    return rv == FSM_REFUSED ? 0 : rv;
+}
+
+int case_fsm_report(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    const Cityops__V1__ReportRequest *r,
+                    Cityops__V1__CommandResult *res)
+{
+    struct fsm f = {s, txn, index, cmd, res};
+    int rv;
+
+    res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
+    rv = cmd_validate(&f);
+    if (rv == 0) {
+        rv = fsm_report(&f, r);
     }
     return rv == FSM_REFUSED ? 0 : rv;
 }

@@ -235,6 +235,16 @@ int case_fsm_apply(struct store *s,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res);
 
+/* A new case from @r on behalf of @cmd (its time, actor, role), as a
+ * `report` command would make it: public reports (public.c) come this
+ * way. Same contract as case_fsm_apply(); on OK res->case_ holds the case. */
+int case_fsm_report(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    const Cityops__V1__ReportRequest *r,
+                    Cityops__V1__CommandResult *res);
+
 /* Apply a cluster command (member_set, member_forget, cluster_event,
  * cluster_init, drill_record) inside @txn; same contract as
  * case_fsm_apply() (cluster.c). */
