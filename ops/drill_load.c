@@ -45,6 +45,8 @@ struct drill_load {
     uint64_t attempts;
     uint64_t errors;
     uint64_t refused;
+    uint64_t by_status[17]; /* write errors by gRPC status */
+    char last_error[160];
     uint64_t reads;
     uint64_t read_errors;
     uint64_t violations;
@@ -134,6 +136,7 @@ static void write_one(struct worker *w, uint64_t seq, int *rot)
     Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
     char client_id[DRILL_NAME_MAX + 16];
     char desc[160];
+    char details[160];
     int n = ld->env->n_load;
 
     snprintf(client_id, sizeof(client_id), "%s-w%u", ld->drill_id, w->id);
@@ -164,7 +167,7 @@ static void write_one(struct worker *w, uint64_t seq, int *rot)
         count(ld, &ld->attempts);
         status = drill_call(ch, "Cases/Report", &req.base,
                             &cityops__v1__case_reply__descriptor,
-                            WRITE_TIMEOUT_MS, &resp, NULL, 0);
+                            WRITE_TIMEOUT_MS, &resp, details, sizeof(details));
         if (status == GRPC_STATUS_OK) {
             Cityops__V1__CaseReply *r = (Cityops__V1__CaseReply *)resp;
 
@@ -176,7 +179,12 @@ static void write_one(struct worker *w, uint64_t seq, int *rot)
             ack_add(ld, &a);
             return;
         }
-        count(ld, &ld->errors);
+        pthread_mutex_lock(&ld->mu);
+        ld->errors++;
+        ld->by_status[status >= 0 && status < 17 ? status : 2]++;
+        snprintf(ld->last_error, sizeof(ld->last_error), "%s: %.120s",
+                 rpc_status_name((grpc_status_code)status), details);
+        pthread_mutex_unlock(&ld->mu);
         if (refused(status)) {
             count(ld, &ld->refused);
             return;
@@ -403,8 +411,10 @@ void drill_load_progress(struct drill_load *ld, const char *phase)
     ld->last_acked = acked;
     ld->last_progress_us = now;
     drill_say("%-9s acked %llu (%.0f/s), write errors %llu, reads %llu, "
-              "violations %llu",
+              "violations %llu%s%s",
               phase, (unsigned long long)acked, rate,
               (unsigned long long)errors, (unsigned long long)reads,
-              (unsigned long long)violations);
+              (unsigned long long)violations,
+              errors > 0 ? "; last error " : "",
+              errors > 0 ? ld->last_error : "");
 }

@@ -21,9 +21,14 @@
 
 void drill_say(const char *fmt, ...)
 {
+    static int64_t start;
+    int64_t now = drill_now_us();
     va_list ap;
 
-    fputs("drill: ", stderr);
+    if (start == 0) {
+        start = now;
+    }
+    fprintf(stderr, "drill: [%6.1f] ", (double)(now - start) / 1e6);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

@@ -7,6 +7,13 @@
  * cluster's RTO. Each drill channel has its own subchannel pool and a
  * back-off capped at 500 ms.
  *
+ * Even so, a channel that saw its node die can keep failing to connect
+ * to the node restarted on the same port for many seconds ("tcp handshaker
+ * shutdown"), while a new channel connects at once. So a channel that has
+ * answered only UNAVAILABLE for a second is replaced by a fresh one. The
+ * old one may still be in use by another thread: it is retired, and
+ * destroyed when the drill channel is closed.
+ *
  * Calls are thread-safe (grpc channels are); each call plucks its own
  * completion queue.
  */
@@ -23,9 +30,17 @@
 
 #include "drill.h"
 
+#define RETIRED_MAX 512
+#define RENEW_AFTER_US 1000000
+
 struct drill_chan {
+    pthread_mutex_t mu;
     grpc_channel *channel;
+    int64_t failing_since; /* 0 while calls succeed */
+    grpc_channel *retired[RETIRED_MAX];
+    int n_retired;
     char target[64];
+    char uri[80];
 };
 
 int64_t drill_now_us(void)
@@ -57,41 +72,52 @@ void drill_sleep_us(int64_t us)
     }
 }
 
+static const struct {
+        const char *key;
+        int value;
+} chan_ints[6] = {
+    {GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1},
+    {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, RPC_MAX_MESSAGE},
+    {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100},
+    {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000},
+    {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500},
+    {GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 100},
+};
+
 struct drill_chan *drill_chan_open(const char *target)
 {
     struct drill_chan *ch = calloc(1, sizeof(*ch));
     grpc_channel_credentials *creds;
     grpc_channel_args args;
-    grpc_arg slots[5];
-    static const struct {
-        const char *key;
-        int value;
-    } ints[5] = {
-        {GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1},
-        {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, RPC_MAX_MESSAGE},
-        {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100},
-        {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100},
-        {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500},
-    };
+    grpc_arg slots[6];
     int i;
 
     if (ch == NULL) {
         return NULL;
     }
     snprintf(ch->target, sizeof(ch->target), "%s", target);
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         slots[i].type = GRPC_ARG_INTEGER;
-        slots[i].key = (char *)ints[i].key;
-        slots[i].value.integer = ints[i].value;
+        slots[i].key = (char *)chan_ints[i].key;
+        slots[i].value.integer = chan_ints[i].value;
     }
-    args.num_args = 5;
+    args.num_args = 6;
     args.args = slots;
+    /* A literal IPv4 address skips the DNS resolver, whose cool-down
+     * between re-resolutions would hold a dead address for seconds. */
+    if (target[0] >= '0' && target[0] <= '9') {
+        snprintf(ch->uri, sizeof(ch->uri), "ipv4:%s", target);
+    } else {
+        snprintf(ch->uri, sizeof(ch->uri), "%s", target);
+    }
+    pthread_mutex_init(&ch->mu, NULL);
     grpc_init();
     creds = grpc_insecure_credentials_create();
-    ch->channel = grpc_channel_create(target, creds, &args);
+    ch->channel = grpc_channel_create(ch->uri, creds, &args);
     grpc_channel_credentials_release(creds);
     if (ch->channel == NULL) {
         grpc_shutdown();
+        pthread_mutex_destroy(&ch->mu);
         free(ch);
         return NULL;
     }
@@ -100,12 +126,69 @@ struct drill_chan *drill_chan_open(const char *target)
 
 void drill_chan_close(struct drill_chan *ch)
 {
+    int i;
+
     if (ch == NULL) {
         return;
     }
     grpc_channel_destroy(ch->channel);
+    for (i = 0; i < ch->n_retired; i++) {
+        grpc_channel_destroy(ch->retired[i]);
+    }
+    pthread_mutex_destroy(&ch->mu);
     free(ch);
     grpc_shutdown();
+}
+
+static grpc_channel *chan_current(struct drill_chan *ch)
+{
+    grpc_channel *c;
+
+    pthread_mutex_lock(&ch->mu);
+    c = ch->channel;
+    pthread_mutex_unlock(&ch->mu);
+    return c;
+}
+
+/* Account for a call's outcome; renew the channel after a second of
+ * nothing but UNAVAILABLE. */
+static void chan_outcome(struct drill_chan *ch, grpc_channel *used, int status)
+{
+    int64_t now = drill_now_us();
+
+    pthread_mutex_lock(&ch->mu);
+    if (used != ch->channel) {
+        goto out;
+    }
+    if (status != GRPC_STATUS_UNAVAILABLE) {
+        ch->failing_since = 0;
+    } else if (ch->failing_since == 0) {
+        ch->failing_since = now;
+    } else if (now - ch->failing_since > RENEW_AFTER_US &&
+               ch->n_retired < RETIRED_MAX) {
+        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        grpc_channel *fresh;
+        grpc_channel_args args;
+        grpc_arg slots[6];
+        int i;
+
+        for (i = 0; i < 6; i++) {
+            slots[i].type = GRPC_ARG_INTEGER;
+            slots[i].key = (char *)chan_ints[i].key;
+            slots[i].value.integer = chan_ints[i].value;
+        }
+        args.num_args = 6;
+        args.args = slots;
+        fresh = grpc_channel_create(ch->uri, creds, &args);
+        grpc_channel_credentials_release(creds);
+        if (fresh != NULL) {
+            ch->retired[ch->n_retired++] = ch->channel;
+            ch->channel = fresh;
+        }
+        ch->failing_since = now;
+    }
+out:
+    pthread_mutex_unlock(&ch->mu);
 }
 
 const char *drill_chan_target(const struct drill_chan *ch)
@@ -164,6 +247,7 @@ int drill_call(struct drill_chan *ch,
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice status_details = grpc_empty_slice();
     grpc_slice method_slice;
+    grpc_channel *channel = chan_current(ch);
     grpc_call *call;
     grpc_op ops[6];
     grpc_event ev;
@@ -175,7 +259,7 @@ int drill_call(struct drill_chan *ch,
     }
     snprintf(path, sizeof(path), "/cityops.v1.%s", method);
     method_slice = grpc_slice_from_copied_string(path);
-    call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
+    call = grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS,
                                     cq, method_slice, NULL, deadline, NULL);
     grpc_slice_unref(method_slice);
     if (call == NULL) {
@@ -236,6 +320,7 @@ int drill_call(struct drill_chan *ch,
                .type != GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(cq);
+    chan_outcome(ch, channel, (int)status);
     return (int)status;
 }
 
@@ -271,6 +356,9 @@ struct drill_chan *drill_env_chan(struct drill_env *env, const char *addr)
     struct drill_chan *ch = NULL;
     int i;
 
+    if (addr == NULL || *addr == '\0') {
+        return NULL;
+    }
     pthread_mutex_lock(&env->mu);
     for (i = 0; i < env->n; i++) {
         if (strcmp(env->addr[i], addr) == 0) {
