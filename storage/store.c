@@ -31,7 +31,7 @@
 #include "store_internal.h"
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
-#define STORE_MAX_DBS 24
+#define STORE_MAX_DBS 48
 #define STORE_LOCK_FILE "cityops.lock"
 
 const char *const store_db_names[STORE_DB_N] = {
@@ -51,6 +51,9 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_CHECKPOINTS] = "checkpoints",
     [STORE_DB_AUDIT_TREE] = "audit_tree",
     [STORE_DB_DRILLS] = "drills",
+    [STORE_DB_CONFIG] = "config",
+    [STORE_DB_CONFIG_HISTORY] = "config_history",
+    [STORE_DB_IDX_DEADLINE] = "idx_deadline",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)
@@ -305,7 +308,7 @@ static int env_open_dbs(struct store *s)
     if (rv != 0) {
         goto err_abort_txn;
     }
-    if (!s->view && (schema == 0 || schema == 1)) {
+    if (!s->view && schema < STORE_SCHEMA_VERSION) {
         rv = store_meta_put(s, txn, STORE_META_SCHEMA, STORE_SCHEMA_VERSION);
         if (rv != 0) {
             goto err_abort_txn;

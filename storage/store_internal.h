@@ -23,6 +23,10 @@
  *   audit_tree    "tree" (ASCII)                     -> size u64, head (32),
  *                                                       frontier (32 each)
  *   drills        index key u64                      -> packed DrillRecord
+ *   config        kind u8, item id (ASCII)           -> packed item (admin.proto)
+ *   config_history version u64                       -> packed ConfigVersionInfo
+ *   idx_deadline  deadline (i64, sign flipped), case id u64, stage u8 -> empty
+ *                 (the open stage clocks that have a deadline)
  *
  * An "index key" (drills, cluster_events) is meta key_base + the Raft
  * index: key_base is 0 until a restore, which sets it past every key of the
@@ -58,6 +62,9 @@ enum store_db {
     STORE_DB_CHECKPOINTS,
     STORE_DB_AUDIT_TREE,
     STORE_DB_DRILLS,
+    STORE_DB_CONFIG,
+    STORE_DB_CONFIG_HISTORY,
+    STORE_DB_IDX_DEADLINE,
     STORE_DB_N,
 };
 
@@ -72,10 +79,12 @@ extern const char *const store_db_names[STORE_DB_N];
 #define STORE_META_RESTORED_FROM "restored_from"
 #define STORE_META_RESTORE "restore"
 #define STORE_META_KEY_BASE "key_base"
-/* 2: the drills database and the cluster identity keys. A version 1
- * environment is upgraded in place when opened for writing (the new
- * database is created empty). */
-#define STORE_SCHEMA_VERSION 2
+/* 2: the drills database and the cluster identity keys.
+ * 3: configuration (config, config_history) and stage deadlines
+ *    (idx_deadline).
+ * An older environment is upgraded in place when opened for writing (the
+ * new databases are created empty). */
+#define STORE_SCHEMA_VERSION 3
 
 struct store_archive;
 
