@@ -407,6 +407,7 @@ int drill_history(struct ops_ctl *ctl)
 
     ops_read_fill(ctl, &read, CITYOPS__V1__CONSISTENCY__CONSISTENCY_STALE);
     req.read = &read;
+    req.max = 50; /* the proto's default, said out loud */
     rv = ops_call(ctl, "Drill/History", &req.base,
                   &cityops__v1__drill_history_response__descriptor, &resp);
     if (rv != OPS_EXIT_OK) {
