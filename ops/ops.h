@@ -161,6 +161,23 @@ void ops_print_error(const struct ops_ctl *ctl,
  * reference, or NULL on allocation failure. */
 json_t *ops_pb_to_json(const ProtobufCMessage *msg);
 
+/* The reverse of ops_pb_to_json(): build a message of type @desc from the
+ * JSON object @j. Proto field names; enums by value name, full
+ * ("TIME_UNIT_WORK_HOURS") or short ("work_hours"), any case, '-' for '_',
+ * or by number; integers as numbers or decimal strings; bytes as base64;
+ * repeated fields as arrays; oneof members by name (at most one); null
+ * leaves a field at its default. Unknown fields and wrong types are
+ * refused. On success returns 0 and *out is the message, which the caller
+ * frees with protobuf_c_message_free_unpacked(*out, NULL). Otherwise *out
+ * is NULL and the return is OPS_INVALID or OPS_NOMEM, with "<JSON path>:
+ * <what is wrong>" in @err ("$.changes[2].category.urgent: expected true
+ * or false, got a string"). */
+int ops_json_to_pb(const json_t *j,
+                   const ProtobufCMessageDescriptor *desc,
+                   ProtobufCMessage **out,
+                   char *err,
+                   size_t errlen);
+
 /* Print @j (stolen) to stdout, indented. Returns OPS_EXIT_OK or
  * OPS_EXIT_FAIL. */
 int ops_json_print(json_t *j);
