@@ -15,7 +15,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import CITYCTL, CITYOPSD, Cluster
+from harness import CITYCTL, CITYOPSD, Cluster, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "..", "..", "ops", "drills")
@@ -169,9 +169,12 @@ class DrillTest(unittest.TestCase):
             rc, r = drill("leader-pause", endpoints=c.endpoints())
             self.check_passed("leader-pause", rc, r)
             self.assertIn("Drill/Fault pause", r["fault_detail"])
-            h = c.ctl("drill", "history")
-            ids = [d["drill_id"] for d in h.get("drills", [])]
-            self.assertIn(r["drill_id"], ids)
+            def recorded():
+                h = c.ctl("--consistency", "linearizable", "drill",
+                          "history")
+                return r["drill_id"] in [d["drill_id"]
+                                         for d in h.get("drills", [])]
+            wait_for("the drill in drill history", recorded, 15)
             # Scenarios that stop processes refuse to run without --local.
             rc, r = drill("quorum-loss", endpoints=c.endpoints())
             self.assertEqual(rc, 1)
