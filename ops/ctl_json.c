@@ -398,11 +398,8 @@ static const char *json_kind(const json_t *j)
 
 /* An integer as a JSON number (integral) or a decimal string. Signed values
  * land in *sv, unsigned ones in *uv. */
-static int json_int_get(struct j2p *st,
-                        const json_t *j,
-                        int is_signed,
-                        int64_t *sv,
-                        uint64_t *uv)
+static int json_int_get(
+    struct j2p *st, const json_t *j, int is_signed, int64_t *sv, uint64_t *uv)
 {
     if (json_is_integer(j)) {
         json_int_t v = json_integer_value(j);
@@ -527,8 +524,7 @@ static int json_enum_get(struct j2p *st,
             return rv;
         }
         if (sv < INT32_MIN || sv > INT32_MAX) {
-            return j2p_fail(st, "enum value %lld out of range",
-                            (long long)sv);
+            return j2p_fail(st, "enum value %lld out of range", (long long)sv);
         }
         *out = (int)sv;
         return 0;
@@ -633,12 +629,11 @@ static int int_store(struct j2p *st,
                      const json_t *j,
                      void *p)
 {
-    int is_signed = f->type == PROTOBUF_C_TYPE_INT32 ||
-                    f->type == PROTOBUF_C_TYPE_SINT32 ||
-                    f->type == PROTOBUF_C_TYPE_SFIXED32 ||
-                    f->type == PROTOBUF_C_TYPE_INT64 ||
-                    f->type == PROTOBUF_C_TYPE_SINT64 ||
-                    f->type == PROTOBUF_C_TYPE_SFIXED64;
+    int is_signed =
+        f->type == PROTOBUF_C_TYPE_INT32 || f->type == PROTOBUF_C_TYPE_SINT32 ||
+        f->type == PROTOBUF_C_TYPE_SFIXED32 ||
+        f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_SINT64 ||
+        f->type == PROTOBUF_C_TYPE_SFIXED64;
     int64_t sv = 0;
     uint64_t uv = 0;
     int rv = json_int_get(st, j, is_signed, &sv, &uv);
@@ -651,8 +646,7 @@ static int int_store(struct j2p *st,
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
         if (sv < INT32_MIN || sv > INT32_MAX) {
-            return j2p_fail(st, "%lld does not fit in 32 bits",
-                            (long long)sv);
+            return j2p_fail(st, "%lld does not fit in 32 bits", (long long)sv);
         }
         *(int32_t *)p = (int32_t)sv;
         return 0;
@@ -710,8 +704,7 @@ static int value_from_json(struct j2p *st,
         return rv;
     case PROTOBUF_C_TYPE_BOOL:
         if (!json_is_boolean(j)) {
-            return j2p_fail(st, "expected true or false, got %s",
-                            json_kind(j));
+            return j2p_fail(st, "expected true or false, got %s", json_kind(j));
         }
         *(protobuf_c_boolean *)p = json_is_true(j);
         return 0;

@@ -49,9 +49,8 @@ static void assert_round_trip(const ProtobufCMessage *m)
     assert_non_null(text);
     back = json_loads(text, 0, NULL);
     assert_non_null(back);
-    assert_int_equal(ops_json_to_pb(back, m->descriptor, &out, err,
-                                    sizeof(err)),
-                     0);
+    assert_int_equal(
+        ops_json_to_pb(back, m->descriptor, &out, err, sizeof(err)), 0);
     assert_non_null(out);
     assert_ptr_equal(out->descriptor, m->descriptor);
     a = packed(m, &alen);
@@ -106,8 +105,7 @@ static ProtobufCMessage *parse_ok(const char *text,
 
 /* --- round trips --- */
 
-static void test_config_snapshot_round_trips_with_every_field_type(
-    void **state)
+static void test_config_snapshot_round_trips_with_every_field_type(void **state)
 {
     Cityops__V1__OrgUnit ou = CITYOPS__V1__ORG_UNIT__INIT;
     Cityops__V1__Department dept = CITYOPS__V1__DEPARTMENT__INIT;
@@ -280,9 +278,12 @@ static void test_enums_by_full_or_short_name_any_case_or_number(void **state)
 {
     Cityops__V1__TimeLimit *tl;
     const char *forms[] = {
-        "{\"unit\":\"TIME_UNIT_WORK_HOURS\"}", "{\"unit\":\"WORK_HOURS\"}",
-        "{\"unit\":\"work_hours\"}",           "{\"unit\":\"work-hours\"}",
-        "{\"unit\":\"time_unit_Work_Hours\"}", "{\"unit\":2}",
+        "{\"unit\":\"TIME_UNIT_WORK_HOURS\"}",
+        "{\"unit\":\"WORK_HOURS\"}",
+        "{\"unit\":\"work_hours\"}",
+        "{\"unit\":\"work-hours\"}",
+        "{\"unit\":\"time_unit_Work_Hours\"}",
+        "{\"unit\":2}",
         "{\"unit\":2.0}",
     };
     size_t i;
@@ -291,7 +292,8 @@ static void test_enums_by_full_or_short_name_any_case_or_number(void **state)
     for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
         tl = (Cityops__V1__TimeLimit *)parse_ok(
             forms[i], &cityops__v1__time_limit__descriptor);
-        assert_int_equal(tl->unit, CITYOPS__V1__TIME_UNIT__TIME_UNIT_WORK_HOURS);
+        assert_int_equal(tl->unit,
+                         CITYOPS__V1__TIME_UNIT__TIME_UNIT_WORK_HOURS);
         protobuf_c_message_free_unpacked(&tl->base, NULL);
     }
 }
@@ -340,9 +342,8 @@ static void test_unknown_field_is_refused_with_its_path(void **state)
                    "{\"category\":{\"nmae\":\"y\"}}]}",
                    &cityops__v1__config_batch__descriptor,
                    "$.changes[1].category.nmae", "unknown field");
-    assert_refused("{\"versoin\":1}",
-                   &cityops__v1__config_snapshot__descriptor, "$.versoin",
-                   "cityops.v1.ConfigSnapshot");
+    assert_refused("{\"versoin\":1}", &cityops__v1__config_snapshot__descriptor,
+                   "$.versoin", "cityops.v1.ConfigSnapshot");
 }
 
 static void test_wrong_types_are_refused_with_their_path(void **state)
@@ -373,9 +374,9 @@ static void test_wrong_types_are_refused_with_their_path(void **state)
     assert_refused("{\"public_settings\":{\"reopen_window_days\":4294967296}}",
                    snap, "$.public_settings.reopen_window_days",
                    "does not fit in 32 bits");
-    assert_refused("{\"eval_weights\":[{\"weights\":[{\"weight\":\"heavy\"}]}]}",
-                   snap, "$.eval_weights[0].weights[0].weight",
-                   "expected a number");
+    assert_refused(
+        "{\"eval_weights\":[{\"weights\":[{\"weight\":\"heavy\"}]}]}", snap,
+        "$.eval_weights[0].weights[0].weight", "expected a number");
     assert_refused("{\"staff\":[{\"roles\":[\"ADMIN\",\"mayor\"]}]}", snap,
                    "$.staff[0].roles[1]", "not a value of cityops.v1.Role");
     assert_refused("{\"categories\":[{\"conditions\":[{\"limits\":"
@@ -408,8 +409,8 @@ static Cityops__V1__ConfigBatch *default_config(void)
     char err[256] = "";
 
     if (j == NULL) {
-        fail_msg("%s:%d:%d: %s", CITYOPS_DEFAULT_CONFIG, jerr.line,
-                 jerr.column, jerr.text);
+        fail_msg("%s:%d:%d: %s", CITYOPS_DEFAULT_CONFIG, jerr.line, jerr.column,
+                 jerr.text);
     }
     if (ops_json_to_pb(j, &cityops__v1__config_batch__descriptor, &out, err,
                        sizeof(err)) != 0) {
@@ -518,8 +519,7 @@ static void test_default_config_loads_and_holds_the_catalogue(void **state)
         }
     }
     assert_int_equal(n.by_case[CITYOPS__V1__CONFIG_CHANGE__ITEM_ORG_UNIT], 4);
-    assert_int_equal(n.by_case[CITYOPS__V1__CONFIG_CHANGE__ITEM_DEPARTMENT],
-                     6);
+    assert_int_equal(n.by_case[CITYOPS__V1__CONFIG_CHANGE__ITEM_DEPARTMENT], 6);
     assert_int_equal(n.by_case[CITYOPS__V1__CONFIG_CHANGE__ITEM_OFFICE_HOURS],
                      5);
     assert_int_equal(
@@ -619,16 +619,14 @@ int main(void)
             test_config_snapshot_round_trips_with_every_field_type),
         cmocka_unit_test(test_bytes_and_signed_64_bit_round_trip),
         cmocka_unit_test(test_config_batch_oneof_round_trips),
-        cmocka_unit_test(
-            test_enums_by_full_or_short_name_any_case_or_number),
+        cmocka_unit_test(test_enums_by_full_or_short_name_any_case_or_number),
         cmocka_unit_test(test_integers_as_numbers_or_strings),
         cmocka_unit_test(test_null_leaves_the_default),
         cmocka_unit_test(test_unknown_field_is_refused_with_its_path),
         cmocka_unit_test(test_wrong_types_are_refused_with_their_path),
         cmocka_unit_test(test_two_members_of_one_oneof_are_refused),
         cmocka_unit_test(test_default_config_loads_and_holds_the_catalogue),
-        cmocka_unit_test(
-            test_default_config_hours_calendar_weights_settings),
+        cmocka_unit_test(test_default_config_hours_calendar_weights_settings),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
