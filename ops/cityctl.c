@@ -86,6 +86,9 @@ static const struct opt_spec opt_specs[] = {
     {"to-time", 1},
     {"yes", 0},
     {"force", 0},
+    /* admin */
+    {"name", 1},
+    {"workday", 0},
 };
 
 static const char *const global_opts[] = {
@@ -203,6 +206,30 @@ static const char usage_text[] =
     "                                         starts N cityopsd of its own\n"
     "  drill history                          drills recorded in the "
     "cluster\n"
+    "\n"
+    "Configuration, the city's rules (writes as admin; one version each):\n"
+    "  admin apply FILE.json [--note T]       a batch of changes "
+    "({\"changes\":[...]},\n"
+    "                                         e.g. ops/config/default.json) "
+    "or an\n"
+    "                                         export, applied as one version\n"
+    "  admin get                              version, counts, departments, "
+    "staff,\n"
+    "                                         categories with their limits\n"
+    "  admin export --out FILE                the whole configuration as "
+    "JSON\n"
+    "  admin history                          versions: when, who, note\n"
+    "  admin staff add ID --name N --role R [--role R2 ...] [--dept D]\n"
+    "                                         (--role here: the member's "
+    "roles)\n"
+    "  admin staff disable|enable ID\n"
+    "  admin dept add ID --name N [--level city|district]\n"
+    "  admin holiday YYYY-MM-DD [--workday] [--note T]\n"
+    "                                         a holiday, or with --workday "
+    "a\n"
+    "                                         worked weekend day (调休)\n"
+    "  admin hours WEEKDAY HH:MM-HH:MM[,HH:MM-HH:MM] | none\n"
+    "                                         office hours of mon..sun\n"
     "\n"
     "  help, --help                          this text\n"
     "\n"
@@ -540,7 +567,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
 
     if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
         strcmp(group, "audit") != 0 && strcmp(group, "backup") != 0 &&
-        strcmp(group, "recover") != 0 && strcmp(group, "drill") != 0) {
+        strcmp(group, "recover") != 0 && strcmp(group, "drill") != 0 &&
+        strcmp(group, "admin") != 0) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
     }
     if (strcmp(group, "recover") == 0) {
@@ -558,6 +586,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
         allowed = ctl_backup_options(sub);
     } else if (strcmp(group, "drill") == 0) {
         allowed = ctl_drill_options(sub);
+    } else if (strcmp(group, "admin") == 0) {
+        allowed = ctl_admin_options(sub);
     } else {
         allowed = ctl_cluster_options(sub);
     }
@@ -580,6 +610,9 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "drill") == 0) {
         return ctl_drill_run(ctl, a);
+    }
+    if (strcmp(group, "admin") == 0) {
+        return ctl_admin_run(ctl, a);
     }
     return ctl_cluster_run(ctl, a);
 }

@@ -257,6 +257,11 @@ int ops_backup_restore(const char *file,
  * members caught up. Returns OPS_EXIT_*. */
 int ops_recover(struct ops_ctl *ctl, int yes, int force, int quiet);
 
+/* --- ctl_admin.c: cityctl admin (the city's rules, DOMAIN.md 2-5) --- */
+
+int ctl_admin_run(struct ops_ctl *ctl, const struct ops_args *a);
+const char *ctl_admin_options(const char *sub);
+
 /* --- drill.c: cityctl drill (list, run, history); see drill.h --- */
 
 int ctl_drill_run(struct ops_ctl *ctl, const struct ops_args *a);
