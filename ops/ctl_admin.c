@@ -472,7 +472,7 @@ static void print_hours_calendar(const Cityops__V1__ConfigSnapshot *s)
         for (k = 0; k < w->n_periods; k++) {
             const Cityops__V1__OfficePeriod *p = w->periods[k];
 
-            printf("%s%02u:%02u-%02u:%02u", k > 0 ? ", " : " ",
+            printf("%s%02u:%02u-%02u:%02u", k > 0 ? ", " : "",
                    p->start_minute / 60, p->start_minute % 60,
                    p->end_minute / 60, p->end_minute % 60);
         }
