@@ -86,6 +86,8 @@ static const struct opt_spec opt_specs[] = {
     {"to-time", 1},
     {"yes", 0},
     {"force", 0},
+    {"period", 1},
+    {"by", 1},
     /* admin */
     {"name", 1},
     {"workday", 0},
@@ -206,6 +208,16 @@ static const char usage_text[] =
     "                                         starts N cityopsd of its own\n"
     "  drill history                          drills recorded in the "
     "cluster\n"
+    "\n"
+    "Evaluation (DOMAIN.md 5) and the command centre's view:\n"
+    "  eval report --period P [--by department|district|grid]\n"
+    "                                         indicators, score and grade per\n"
+    "                                         object; P is 2026-10, 2026-Q4 or\n"
+    "                                         2026 (UTC+8)\n"
+    "  eval workload                          open cases per department:\n"
+    "                                         dispatched, in disposal, "
+    "returned,\n"
+    "                                         overdue, supervised\n"
     "\n"
     "Configuration, the city's rules (writes as admin; one version each):\n"
     "  admin apply FILE.json [--note T]       a batch of changes "
@@ -568,7 +580,7 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
         strcmp(group, "audit") != 0 && strcmp(group, "backup") != 0 &&
         strcmp(group, "recover") != 0 && strcmp(group, "drill") != 0 &&
-        strcmp(group, "admin") != 0) {
+        strcmp(group, "admin") != 0 && strcmp(group, "eval") != 0) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
     }
     if (strcmp(group, "recover") == 0) {
@@ -588,6 +600,8 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
         allowed = ctl_drill_options(sub);
     } else if (strcmp(group, "admin") == 0) {
         allowed = ctl_admin_options(sub);
+    } else if (strcmp(group, "eval") == 0) {
+        allowed = ctl_eval_options(sub);
     } else {
         allowed = ctl_cluster_options(sub);
     }
@@ -613,6 +627,9 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(group, "admin") == 0) {
         return ctl_admin_run(ctl, a);
+    }
+    if (strcmp(group, "eval") == 0) {
+        return ctl_eval_run(ctl, a);
     }
     return ctl_cluster_run(ctl, a);
 }

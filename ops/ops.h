@@ -267,4 +267,9 @@ const char *ctl_admin_options(const char *sub);
 int ctl_drill_run(struct ops_ctl *ctl, const struct ops_args *a);
 const char *ctl_drill_options(const char *sub);
 
+/* --- ctl_eval.c: cityctl eval (report, workload) --- */
+
+int ctl_eval_run(struct ops_ctl *ctl, const struct ops_args *a);
+const char *ctl_eval_options(const char *sub);
+
 #endif /* CITYOPS_OPS_H */
