@@ -32,7 +32,6 @@
 #define SNAP_MAGIC_LEN 8
 #define SNAP_HEADER_LEN (SNAP_MAGIC_LEN + 8 + 8)
 #define SNAP_TRAILER_LEN 32
-#define SNAP_COPY_TRIES 5
 #define SNAP_RESTORE_FILE "data.mdb.restore"
 
 static int sha256(const void *buf, size_t len, uint8_t out[32])
@@ -69,36 +68,16 @@ void store_fd_path(int fd, char *buf, size_t size)
     snprintf(buf, size, "/proc/self/fd/%d", fd);
 }
 
-static int applied_read(struct store *s, uint64_t *applied)
-{
-    MDB_txn *txn;
-    int rv;
-    int rc;
-
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "snapshot: begin read txn");
-    }
-    rv = store_meta_get(s, txn, STORE_META_APPLIED, applied);
-    mdb_txn_abort(txn);
-    return rv;
-}
-
-/* Copy the environment into @fd. The copy runs in its own read txn, so the
- * applied index is read before and after: equal values mean no apply
- * committed in between (every apply commit moves it), so the copy holds
- * exactly that index. */
+/* Copy the environment into @fd. mdb_env_copyfd2 copies one read
+ * transaction's view, so the copy is consistent however many applies
+ * commit meanwhile; the index it holds is read from the copy itself. */
 static int env_copy(struct store *s, int fd, uint64_t *index)
 {
-    uint64_t before;
-    uint64_t after;
-    int rv;
+    struct store *view = NULL;
+    char path[64];
+    char err[STORE_ERRMSG_SIZE];
     int rc;
 
-    rv = applied_read(s, &before);
-    if (rv != 0) {
-        return rv;
-    }
     if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
         return store_errf(s, STORE_IOERR, "snapshot: truncate: %s",
                           strerror(errno));
@@ -107,12 +86,13 @@ static int env_copy(struct store *s, int fd, uint64_t *index)
     if (rc != 0) {
         return store_mdb_err(s, rc, "snapshot: copy environment");
     }
-    rv = applied_read(s, &after);
-    if (rv != 0) {
-        return rv;
+    store_fd_path(fd, path, sizeof(path));
+    if (store_view_open(path, &view, err, sizeof(err)) != 0) {
+        return store_errf(s, STORE_CORRUPT, "snapshot: the copy: %s", err);
     }
-    *index = before;
-    return before == after ? 0 : STORE_BUSY;
+    *index = store_applied_index(view);
+    store_close(view);
+    return 0;
 }
 
 int store_pread_all(struct store *s,
@@ -207,14 +187,9 @@ int store_copy_tmp(struct store *s, int *fd, uint64_t *index)
         return rv;
     }
     pthread_rwlock_rdlock(&s->env_lock);
-    rv = STORE_BUSY;
-    for (int i = 0; i < SNAP_COPY_TRIES && rv == STORE_BUSY; i++) {
-        rv = s->env != NULL ? env_copy(s, *fd, index) : STORE_IOERR;
-    }
+    rv = s->env != NULL ? env_copy(s, *fd, index) : STORE_IOERR;
     pthread_rwlock_unlock(&s->env_lock);
-    if (rv == STORE_BUSY) {
-        store_errf(s, rv, "copy: state kept changing during the copy");
-    } else if (rv == STORE_IOERR && s->env == NULL) {
+    if (rv == STORE_IOERR && s->env == NULL) {
         store_errf(s, rv, "copy: environment closed");
     }
     if (rv != 0) {
