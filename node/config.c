@@ -16,6 +16,9 @@
  *              archive_dir (continuous command archive for point-in-time
  *              restore; "" = off)
  *   [drill]    allow_faults (true | false: Drill/Fault may inject faults)
+ *   [public]   http_address (Open311 HTTP/JSON, IPv4 host:port; "" = off)
+ *   [cases]    tick_ms (how often the leader proposes a clock tick that
+ *              marks overdue stages; default 60000)
  */
 #include <errno.h>
 #include <ini.h>
@@ -185,9 +188,15 @@ static int handle(void *user, const char *section, const char *key,
         cfg->backup_keep = (unsigned)v;
     } else if (IS("backup", "archive_dir")) {
         bad = copy_str(cfg->archive_dir, sizeof cfg->archive_dir, value);
+    } else if (IS("cases", "tick_ms")) {
+        bad = parse_uint(value, 3600000, &v) != 0 || v < 100;
+        cfg->tick_ms = (unsigned)v;
     } else if (IS("drill", "allow_faults")) {
         bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
         cfg->drill_allow_faults = strcmp(value, "true") == 0;
+    } else if (IS("public", "http_address")) {
+        bad = copy_str(cfg->public_http_address,
+                       sizeof cfg->public_http_address, value);
     } else {
         snprintf(p->err, p->err_size, "unknown key [%s] %s", section, key);
         p->failed = 1;
@@ -267,6 +276,7 @@ int node_config_load(const char *path,
     cfg->write_wait_ms = 5000;
     cfg->checkpoint_every = 1000;
     cfg->backup_keep = 7;
+    cfg->tick_ms = 60000;
     cfg->sync_interval_ms = 100;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);

@@ -235,6 +235,9 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     node_audit_methods_add(n);
     node_dr_methods_add(n);
     node_backup_methods_add(n);
+    node_eval_methods_add(n);
+    node_admin_methods_add(n);
+    node_public_methods_add(n);
     memset(&sc, 0, sizeof sc);
     sc.address = cfg->grpc_address;
     sc.methods = n->methods;
@@ -246,6 +249,17 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     }
     rv = node_signer_start(n, &n->signer);
     if (rv != 0) {
+        goto err_stop_rpc;
+    }
+    rv = node_ticker_start(n, &n->ticker);
+    if (rv != 0) {
+        node_signer_stop(n->signer);
+        goto err_stop_rpc;
+    }
+    rv = node_http311_start(n, *grpc_port, &n->http311);
+    if (rv != 0) {
+        node_ticker_stop(n->ticker);
+        node_signer_stop(n->signer);
         goto err_stop_rpc;
     }
     *out = n;
@@ -293,7 +307,9 @@ int node_stop(struct node *n)
     /* Close the gate first (no handler runs after this), then stop Raft:
      * pending proposals are answered UNAVAILABLE, so the server's calls all
      * finish within its grace period. */
+    node_http311_stop(n->http311); /* it calls gRPC: before the server */
     node_signer_stop(n->signer); /* it proposes: stop it before Raft */
+    node_ticker_stop(n->ticker);
     rpc_server_shutdown(n->rpc);
     cons_stop(n->cons);
     node_reader_stop(n); /* runs the reads barriers handed over, then ends */
@@ -304,6 +320,7 @@ int node_stop(struct node *n)
         return restart;
     }
     node_backups_stop(n->backups); /* it reads the store: before closing it */
+    node_ticker_free(n->ticker);
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);

@@ -53,6 +53,8 @@ struct node_config {
     unsigned backup_keep;             /* scheduled backups kept */
     char archive_dir[NODE_PATH_SIZE]; /* command archive; "" = off */
     int drill_allow_faults;
+    char public_http_address[NODE_ADDRESS_SIZE]; /* Open311; "" = off */
+    unsigned tick_ms; /* [cases] tick_ms: overdue detection period */
     size_t n_members;
     struct node_member members[CONS_MAX_MEMBERS];
 };

@@ -14,7 +14,7 @@
 #include "proto/rpc.h"
 #include "storage/store.h"
 
-#define NODE_MAX_METHODS 64
+#define NODE_MAX_METHODS 96
 
 /* What a method table entry's data points at. */
 struct node_handler {
@@ -39,6 +39,8 @@ struct node {
     struct node_signer *signer;
     struct node_reader *reader;
     struct node_backups *backups;
+    struct node_ticker *ticker;
+    struct node_http311 *http311; /* NULL: [public] http_address off */
     int dr_recovered;         /* started with recover: record it as leader */
     int dr_init_inflight;     /* a ClusterInit is being proposed */
     volatile int restart;     /* node_restart_request() was called */
@@ -114,6 +116,26 @@ void node_read_handle(struct rpc_call *call,
                       const ProtobufCMessage *req,
                       void *data);
 void node_audit_read(struct node *n, struct rpc_call *call, int kind);
+/* Kinds from NODE_READ_ADMIN on: node_admin_read() (rpc_admin.c). */
+#define NODE_READ_ADMIN 300
+void node_admin_read(struct node *n, struct rpc_call *call, int kind);
+void node_admin_methods_add(struct node *n);
+/* Kinds from NODE_READ_EVAL on: node_eval_read() (rpc_eval.c). */
+#define NODE_READ_EVAL 500
+void node_eval_read(struct node *n, struct rpc_call *call, int kind);
+void node_eval_methods_add(struct node *n);
+/* Kinds from NODE_READ_PUBLIC on: node_public_read() (rpc_public.c). */
+#define NODE_READ_PUBLIC 400
+void node_public_read(struct node *n, struct rpc_call *call, int kind);
+void node_public_methods_add(struct node *n);
+/* Open311 HTTP/JSON (http311.c): calls this node's gRPC port @grpc_port.
+ * *out stays NULL when [public] http_address is empty. stop() before the
+ * gRPC server shuts down (its handlers call it); NULL is a no-op. */
+struct node_http311;
+int node_http311_start(struct node *n,
+                       int grpc_port,
+                       struct node_http311 **out);
+void node_http311_stop(struct node_http311 *h);
 /* Kinds from NODE_READ_DR on: node_dr_read() (dr.c). */
 #define NODE_READ_DR 200
 void node_dr_read(struct node *n, struct rpc_call *call, int kind);
@@ -172,6 +194,12 @@ void node_restart_request(struct node *n);
 /* Backups (backup.c): transfers for Backup/Create+Read and the scheduled
  * backup thread. */
 struct node_backups;
+/* The clock tick (ticker.c): stop() before cons_stop() (it proposes),
+ * free() after it (a tick in flight still holds its command). */
+struct node_ticker;
+int node_ticker_start(struct node *n, struct node_ticker **out);
+void node_ticker_stop(struct node_ticker *t);
+void node_ticker_free(struct node_ticker *t);
 int node_backups_start(struct node *n, struct node_backups **out);
 void node_backups_stop(struct node_backups *b);
 

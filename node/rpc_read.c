@@ -109,7 +109,19 @@ static void read_run(struct node *n, struct rpc_call *call, int kind)
 {
     const ProtobufCMessage *req = rpc_call_request(call);
 
-    if (kind >= NODE_READ_DR) {
+    if (kind >= NODE_READ_EVAL && kind < NODE_READ_EVAL + 100) {
+        node_eval_read(n, call, kind);
+        return;
+    }
+    if (kind >= NODE_READ_PUBLIC && kind < NODE_READ_PUBLIC + 100) {
+        node_public_read(n, call, kind);
+        return;
+    }
+    if (kind >= NODE_READ_ADMIN && kind < NODE_READ_ADMIN + 100) {
+        node_admin_read(n, call, kind);
+        return;
+    }
+    if (kind >= NODE_READ_DR && kind < NODE_READ_DR + 100) {
         node_dr_read(n, call, kind);
         return;
     }

@@ -96,6 +96,9 @@ static void set_op(Cityops__V1__Command *cmd, int op, ProtobufCMessage *req)
     case CITYOPS__V1__COMMAND__OP_CLOSE:
         cmd->close = (Cityops__V1__CloseRequest *)req;
         break;
+    case CITYOPS__V1__COMMAND__OP_SUPERVISE:
+        cmd->supervise = (Cityops__V1__SuperviseRequest *)req;
+        break;
     default: /* every CaseActionRequest op */
         cmd->accept = (Cityops__V1__CaseActionRequest *)req;
         break;
@@ -180,6 +183,7 @@ static const struct {
     {"/cityops.v1.Cases/Close", REQ(close_request), OP(CLOSE)},
     {"/cityops.v1.Cases/Shelve", REQ(case_action_request), OP(SHELVE)},
     {"/cityops.v1.Cases/Unshelve", REQ(case_action_request), OP(UNSHELVE)},
+    {"/cityops.v1.Cases/Supervise", REQ(supervise_request), OP(SUPERVISE)},
 };
 
 void node_write_methods_add(struct node *n)

@@ -82,6 +82,9 @@ static const struct opt_spec opt_specs[] = {
     {"duration", 1},
     {"keep", 0},
     {"data-dir", 1},
+    {"deadline-from", 1},
+    {"deadline-to", 1},
+    {"overdue", 0},
     {"to-index", 1},
     {"to-time", 1},
     {"yes", 0},
@@ -157,8 +160,10 @@ static const char usage_text[] =
     "  case shelve ID --reason R                              [shift-leader]\n"
     "  case unshelve ID [--reason R]                          [shift-leader]\n"
     "  case get ID\n"
+    "  case supervise ID [--reason R]                         [shift-leader]\n"
     "  case list [--state S] [--dept D] [--type T] [--major NN] [--minor NN]\n"
     "            [--grid G] [--from T] [--to T] [--page-size N]\n"
+    "            [--overdue | --deadline-from T --deadline-to T]\n"
     "            [--page-token TOKEN | --all]\n"
     "  case history ID\n"
     "\n"

@@ -582,9 +582,12 @@ static int list_filters(const struct ops_ctl *ctl,
         (rv = enum_arg(ctl, a, "type", &cityops__v1__category_type__descriptor,
                        &type)) ||
         (rv = time_arg(ctl, a, "from", &req->reported_from)) ||
-        (rv = time_arg(ctl, a, "to", &req->reported_to))) {
+        (rv = time_arg(ctl, a, "to", &req->reported_to)) ||
+        (rv = time_arg(ctl, a, "deadline-from", &req->deadline_from)) ||
+        (rv = time_arg(ctl, a, "deadline-to", &req->deadline_to))) {
         return rv;
     }
+    req->overdue_only = ops_flag(a, "overdue");
     req->state = (Cityops__V1__CaseState)state;
     req->category_type = (Cityops__V1__CategoryType)type;
     if ((v = ops_arg(a, "page-size")) != NULL) {
@@ -761,6 +764,11 @@ static const struct req_shape shape_action = {
     .fills = {{FILL_REASON, "reason", "reason", NULL}},
 };
 
+static const struct req_shape shape_supervise = {
+    .desc = &cityops__v1__supervise_request__descriptor,
+    .fills = {{FILL_REASON, "reason", "reason", NULL}},
+};
+
 static const struct req_shape shape_request_verify = {
     .desc = &cityops__v1__request_verify_request__descriptor,
     .fills = {{FILL_STR_REQ, "inspector", "inspector_id", NULL}},
@@ -892,9 +900,12 @@ static const struct case_cmd case_cmds[] = {
      &shape_action},
     {"unshelve", ACTION_OPTS, run_write, "Cases/Unshelve", ROLE(SHIFT_LEADER),
      1, 0, &shape_action},
+    {"supervise", ACTION_OPTS, run_write, "Cases/Supervise",
+     ROLE(SHIFT_LEADER), 1, 0, &shape_supervise},
     {"get", "", run_get, "Cases/Get", 0, 1, 0, &shape_get},
     {"list",
-     "state dept type major minor grid from to page-size page-token all",
+     "state dept type major minor grid from to page-size page-token all "
+     "deadline-from deadline-to overdue",
      run_list, "Cases/List", 0, 0, 0, NULL},
     {"history", "", run_history, "Cases/History", 0, 1, 0, &shape_history},
 };

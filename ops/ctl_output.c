@@ -411,6 +411,37 @@ static void print_case_times(const Cityops__V1__Case *c)
     kv_time("updated", t->updated);
 }
 
+/* One line per stage clock: started -> deadline, done or open, late. */
+static void print_case_clocks(const Cityops__V1__Case *c)
+{
+    for (size_t i = 0; i < c->n_clocks; i++) {
+        const Cityops__V1__StageClock *k = c->clocks[i];
+        char start[40];
+        char due[40];
+        char done[40];
+
+        ops_time_format(k->started, start, sizeof(start));
+        ops_time_format(k->deadline, due, sizeof(due));
+        ops_time_format(k->done, done, sizeof(done));
+        kv(i == 0 ? "stage clocks" : "", "%-8s from %s due %s, %s%s%s",
+           ops_enum_short(&cityops__v1__stage__descriptor, k->stage), start,
+           k->deadline != 0 ? due : "(no limit)",
+           k->done != 0 ? "done " : "open",
+           k->done != 0 ? done : "",
+           k->overdue ? " OVERDUE" : k->paused_at != 0 ? " paused" : "");
+    }
+    if (c->supervision_level > 0) {
+        kv("supervision", "level %u", c->supervision_level);
+    }
+    if (c->reopen_count > 0) {
+        kv("reopened", "%u times", c->reopen_count);
+    }
+    if (c->config_version > 0) {
+        kv("rules", "configuration version %llu",
+           (unsigned long long)c->config_version);
+    }
+}
+
 static void print_case_flow(const Cityops__V1__Case *c)
 {
     char buf[40];
@@ -451,6 +482,7 @@ static void print_case_flow(const Cityops__V1__Case *c)
         kv(i == 0 ? "merged from" : "", "%llu",
            (unsigned long long)c->merged_from[i]);
     }
+    print_case_clocks(c);
 }
 
 void ops_print_case(const Cityops__V1__Case *c, uint64_t applied_index)

@@ -127,6 +127,10 @@ static int command_run(struct store *s,
     }
     if (cluster_op(cmd)) {
         rv = cluster_apply(s, child, index, cmd, res);
+    } else if (config_op(cmd)) {
+        rv = config_apply(s, child, index, cmd, res);
+    } else if (public_op(cmd)) {
+        rv = public_apply(s, child, index, cmd, res);
     } else if (audit_op(cmd)) {
         rv = audit_apply(s, child, index, cmd, tree, res);
     } else {

@@ -287,7 +287,15 @@ static int case_commit(struct fsm *f,
     if (rv != 0) {
         return rv;
     }
-    return store_event_put(f->s, f->txn, ev);
+    rv = store_event_put(f->s, f->txn, ev);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = public_on_event(f->s, f->txn, c, ev);
+    if (rv != 0) {
+        return rv;
+    }
+    return eval_on_event(f->s, f->txn, c, ev);
 }
 
 /* REPORT: a new case. */
@@ -306,8 +314,14 @@ static Cityops__V1__CaseSource source_from_role(Cityops__V1__Role role)
     }
 }
 
-/* "CO-" + the report date in UTC+8 (Beijing time) + "-" + the case id. */
-static void tracking_no(char *buf, size_t size, int64_t time_us, uint64_t id)
+/* The county code of the configuration's public settings + "-" + the
+ * report date in UTC+8 (Beijing time) + "-" + the case id; "CO" stands in
+ * for the county code until one is configured. */
+static void tracking_no(char *buf,
+                        size_t size,
+                        const char *county,
+                        int64_t time_us,
+                        uint64_t id)
 {
     int64_t secs = time_us / 1000000;
     time_t t;
@@ -320,8 +334,10 @@ static void tracking_no(char *buf, size_t size, int64_t time_us, uint64_t id)
     if (gmtime_r(&t, &tm) == NULL) {
         memset(&tm, 0, sizeof(tm));
     }
-    snprintf(buf, size, "CO-%04d%02d%02d-%06llu", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, (unsigned long long)id);
+    snprintf(buf, size, "%s-%04d%02d%02d-%06llu",
+             county != NULL && county[0] != '\0' ? county : "CO",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             (unsigned long long)id);
 }
 
 static int report_validate(struct fsm *f, const Cityops__V1__ReportRequest *r)
@@ -395,6 +411,18 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
         return refuse(f, RC_DENIED, "role %s may not REPORT",
                       role_name(f->cmd->role));
     }
+    {
+        char why[300];
+        rv = case_authorize(f->s, f->txn, f->cmd, NULL,
+                            CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_REPORT,
+                            why, sizeof why);
+        if (rv == 1) {
+            return refuse(f, RC_DENIED, "REPORT: %s", why);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
     rv = store_meta_get(f->s, f->txn, STORE_META_NEXT_CASE_ID, &id);
     if (rv != 0) {
         return rv;
@@ -406,7 +434,18 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
     if (rv != 0) {
         return rv;
     }
-    tracking_no(tn, sizeof(tn), f->cmd->time, id);
+    {
+        Cityops__V1__PublicSettings *ps = NULL;
+        rv = config_public(f->s, f->txn, &ps);
+        if (rv != 0 && rv != STORE_NOTFOUND) {
+            return rv;
+        }
+        tracking_no(tn, sizeof(tn), ps != NULL ? ps->county_code : NULL,
+                    f->cmd->time, id);
+        if (ps != NULL) {
+            cityops__v1__public_settings__free_unpacked(ps, NULL);
+        }
+    }
     c.case_id = id;
     c.tracking_no = tn;
     c.source = r->source != CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_UNSPECIFIED
@@ -429,11 +468,21 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
     event_init(f, &ev, &c, CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_REPORT,
                &args);
     c.state = CITYOPS__V1__CASE_STATE__CASE_STATE_REPORTED;
-    rv = case_commit(f, NULL, &c, &ev);
-    if (rv != 0) {
-        return rv;
+    rv = clocks_event(f->s, f->txn, f->cmd, &c, &ev);
+    if (rv == 0) {
+        rv = clocks_ix_update(f->s, f->txn, NULL, &c);
     }
-    return case_dup(&c, &f->res->case_);
+    if (rv == 0) {
+        rv = case_commit(f, NULL, &c, &ev);
+    }
+    if (rv == 0) {
+        rv = case_dup(&c, &f->res->case_);
+    }
+    for (size_t i = 0; i < c.n_clocks; i++) {
+        free(c.clocks[i]);
+    }
+    free(c.clocks);
+    return rv;
 }
 
 /* Op-specific validation and effects. */
@@ -934,6 +983,58 @@ static int shelve_apply(struct fsm *f,
     return 0;
 }
 
+static int supervise_apply(struct fsm *f,
+                           const struct fsm_op *op,
+                           Cityops__V1__Case *c,
+                           Cityops__V1__CaseEvent *ev)
+{
+    (void)f;
+    (void)op;
+    (void)ev;
+    c->supervision_level++;
+    return 0;
+}
+
+#define REOPEN_WINDOW_DAYS 7 /* until the configuration says otherwise */
+
+/* "Closed is not fixed": the reporter sends it back for a new check. */
+static int reopen_apply(struct fsm *f,
+                        const struct fsm_op *op,
+                        Cityops__V1__Case *c,
+                        Cityops__V1__CaseEvent *ev)
+{
+    Cityops__V1__PublicSettings *ps = NULL;
+    int64_t window = REOPEN_WINDOW_DAYS;
+    int rv;
+
+    (void)op;
+    rv = config_public(f->s, f->txn, &ps);
+    if (rv != 0 && rv != STORE_NOTFOUND) {
+        return rv;
+    }
+    if (ps != NULL) {
+        window = ps->reopen_window_days;
+        cityops__v1__public_settings__free_unpacked(ps, NULL);
+    }
+    if (c->closure_type != CITYOPS__V1__CLOSURE_TYPE__CLOSURE_TYPE_NORMAL &&
+        c->closure_type != CITYOPS__V1__CLOSURE_TYPE__CLOSURE_TYPE_OVERDUE) {
+        return refuse(f, RC_PRECONDITION,
+                      "REOPEN of case %llu: it was not closed as fixed",
+                      (unsigned long long)c->case_id);
+    }
+    if (f->cmd->time > c->times->closed + window * 86400 * 1000000LL) {
+        return refuse(f, RC_PRECONDITION,
+                      "REOPEN of case %llu: closed more than %lld days ago",
+                      (unsigned long long)c->case_id, (long long)window);
+    }
+    c->reopen_count++;
+    c->check_passed = 0;
+    c->closure_type = CITYOPS__V1__CLOSURE_TYPE__CLOSURE_TYPE_UNSPECIFIED;
+    c->times->closed = 0;
+    ev->public_ = 1;
+    return 0;
+}
+
 #define EVT(x) CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_##x
 #define TO(x) CITYOPS__V1__CASE_STATE__CASE_STATE_##x
 #define OVERLAY CITYOPS__V1__CASE_STATE__CASE_STATE_UNSPECIFIED
@@ -1076,6 +1177,23 @@ static const struct fsm_op op_unshelve = {EVT(UNSHELVE),
                                           NULL,
                                           NULL};
 
+static const struct fsm_op op_supervise = {EVT(SUPERVISE),
+                                           "SUPERVISE",
+                                           ROLE(SHIFT_LEADER) | ROLE(SYSTEM),
+                                           ST_OPEN,
+                                           OVERLAY,
+                                           0,
+                                           NULL,
+                                           supervise_apply};
+static const struct fsm_op op_reopen = {EVT(REOPEN),
+                                        "REOPEN",
+                                        ROLE(PUBLIC) | ROLE(SHIFT_LEADER),
+                                        ST(CLOSED),
+                                        TO(DISPOSED),
+                                        0,
+                                        NULL,
+                                        reopen_apply};
+
 /* Pick the op and its shared fields out of the command's oneof. */
 static const struct fsm_op *op_decode(const Cityops__V1__Command *cmd,
                                       struct fsm_args *a)
@@ -1139,6 +1257,8 @@ static const struct fsm_op *op_decode(const Cityops__V1__Command *cmd,
         ACTION(shelve, op_shelve);
     case CITYOPS__V1__COMMAND__OP_UNSHELVE:
         ACTION(unshelve, op_unshelve);
+    case CITYOPS__V1__COMMAND__OP_SUPERVISE:
+        ACTION(supervise, op_supervise);
     default:
         return NULL;
     }
@@ -1176,6 +1296,7 @@ fsm_case_event(struct fsm *f, const struct fsm_op *op, const struct fsm_args *a)
     Cityops__V1__Case *c = NULL;
     Cityops__V1__CaseEvent ev;
     struct store_case_ix old;
+    char why[300];
     int rv;
 
     rv = op_validate(f, op, a);
@@ -1204,6 +1325,13 @@ fsm_case_event(struct fsm *f, const struct fsm_op *op, const struct fsm_args *a)
                     state_name(c->state));
         goto out_free_case;
     }
+    rv = case_authorize(f->s, f->txn, f->cmd, c, op->type, why, sizeof why);
+    if (rv == 1) {
+        rv = refuse(f, RC_DENIED, "%s: %s", op->name, why);
+    }
+    if (rv != 0) {
+        goto out_free_case;
+    }
     store_case_ix_capture(c, &old);
     event_init(f, &ev, c, op->type, a);
     if (op->apply != NULL) {
@@ -1215,7 +1343,17 @@ fsm_case_event(struct fsm *f, const struct fsm_op *op, const struct fsm_args *a)
     if (op->to != OVERLAY) {
         c->state = op->to;
     }
-    rv = case_commit(f, &old, c, &ev);
+    /* the deadline index: out with the old clocks, in with the new */
+    rv = clocks_ix_update(f->s, f->txn, c, NULL);
+    if (rv == 0) {
+        rv = clocks_event(f->s, f->txn, f->cmd, c, &ev);
+    }
+    if (rv == 0) {
+        rv = clocks_ix_update(f->s, f->txn, NULL, c);
+    }
+    if (rv == 0) {
+        rv = case_commit(f, &old, c, &ev);
+    }
     if (rv != 0) {
         goto out_free_case;
     }
@@ -1237,6 +1375,110 @@ static int cmd_validate(struct fsm *f)
     return check_len(f, "actor_id", actor, STORE_MAX_ID);
 }
 
+/* TICK: mark the open stages whose deadline is at or before the leader's
+ * time as overdue, each with an OVERDUE event, and supervise the case
+ * (level 1) the first time. At most TICK_MAX stages per tick: the rest
+ * wait for the next one (the stored tick time stops short of them). */
+#define TICK_MAX 1000
+
+static int tick_one(struct fsm *f, uint64_t case_id, Cityops__V1__Stage st)
+{
+    Cityops__V1__Case *c = NULL;
+    Cityops__V1__CaseEvent ev;
+    struct store_case_ix old;
+    struct fsm_args none = {case_id, "", 0, NULL};
+    int rv;
+
+    rv = store_case_load(f->s, f->txn, case_id, &c);
+    if (rv != 0) {
+        return rv == STORE_NOTFOUND ? 0 : rv;
+    }
+    rv = case_prepare(c);
+    if (rv == 0 && clocks_mark_overdue(c, st, f->cmd->time)) {
+        store_case_ix_capture(c, &old);
+        event_init(f, &ev, c, EVT(OVERDUE), &none);
+        ev.stage = st;
+        ev.public_ = 1;
+        rv = case_commit(f, &old, c, &ev);
+        if (rv == 0 && c->supervision_level == 0) {
+            store_case_ix_capture(c, &old);
+            c->supervision_level = 1;
+            event_init(f, &ev, c, EVT(SUPERVISE), &none);
+            ev.stage = st;
+            ev.reason = "overdue";
+            rv = case_commit(f, &old, c, &ev);
+        }
+    }
+    cityops__v1__case__free_unpacked(c, NULL);
+    return rv;
+}
+
+static int fsm_tick(struct fsm *f)
+{
+    uint64_t prev = 0;
+    int64_t after;
+    uint64_t after_case = UINT64_MAX;
+    int64_t deadline = 0;
+    uint64_t case_id = 0;
+    Cityops__V1__Stage st = CITYOPS__V1__STAGE__STAGE_UNSPECIFIED;
+    /* late = deadline before the tick's time */
+    int64_t through = f->cmd->time - 1;
+    int n = 0;
+    int rv;
+
+    if (f->cmd->role != CITYOPS__V1__ROLE__ROLE_SYSTEM) {
+        return refuse(f, RC_DENIED, "TICK needs role SYSTEM");
+    }
+    rv = store_meta_get(f->s, f->txn, STORE_META_TICK, &prev);
+    if (rv != 0) {
+        return rv;
+    }
+    after = (int64_t)prev;
+    while ((rv = clocks_ix_next(f->s, f->txn, after, after_case, through,
+                                &deadline, &case_id, &st)) == 0) {
+        if (n == TICK_MAX) {
+            through = deadline - 1;
+            break;
+        }
+        rv = tick_one(f, case_id, st);
+        if (rv != 0) {
+            return rv;
+        }
+        after = deadline;
+        after_case = case_id;
+        n++;
+    }
+    if (rv != 0 && rv != STORE_NOTFOUND) {
+        return rv;
+    }
+    if (through > (int64_t)prev) {
+        rv = store_meta_put(f->s, f->txn, STORE_META_TICK, (uint64_t)through);
+    } else {
+        rv = 0;
+    }
+    return rv;
+}
+
+int case_fsm_reopen(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    uint64_t case_id,
+                    const char *reason,
+                    Cityops__V1__CommandResult *res)
+{
+    struct fsm f = {s, txn, index, cmd, res};
+    struct fsm_args a = {case_id, reason, 0, NULL};
+    int rv;
+
+    res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
+    rv = cmd_validate(&f);
+    if (rv == 0) {
+        rv = fsm_case_event(&f, &op_reopen, &a);
+    }
+    return rv == FSM_REFUSED ? 0 : rv;
+}
+
 int case_fsm_apply(struct store *s,
                    MDB_txn *txn,
                    uint64_t index,
@@ -1253,6 +1495,8 @@ int case_fsm_apply(struct store *s,
     if (rv == 0 && cmd->op_case == CITYOPS__V1__COMMAND__OP_REPORT &&
         cmd->report != NULL) {
         rv = fsm_report(&f, cmd->report);
+    } else if (rv == 0 && cmd->op_case == CITYOPS__V1__COMMAND__OP_TICK) {
+        rv = fsm_tick(&f);
     } else if (rv == 0) {
         /* Every oneof member is a message pointer: NULL means none. */
         op = cmd->report != NULL ? op_decode(cmd, &args) : NULL;

@@ -378,7 +378,7 @@ int clocks_mark_overdue(Cityops__V1__Case *c, Cityops__V1__Stage st, int64_t now
 {
     Cityops__V1__StageClock *k = clock_find(c, st);
 
-    if (k == NULL || !indexed(k) || k->overdue || k->deadline > now) {
+    if (k == NULL || !indexed(k) || k->overdue || k->deadline >= now) {
         return 0;
     }
     k->overdue = 1;

@@ -68,6 +68,7 @@ enum list_walk {
     LIST_WALK_ORDERED,  /* keys under the prefix sorted by case id */
     LIST_WALK_REPORTED, /* idx_reported between the time bounds */
     LIST_WALK_PREFIX,   /* keys under the prefix, any order */
+    LIST_WALK_DEADLINE, /* idx_deadline between the deadline bounds */
 };
 
 struct list_plan {
@@ -87,6 +88,8 @@ struct list_ctx {
     struct store *s;
     MDB_txn *txn;
     const Cityops__V1__ListRequest *req;
+    int64_t deadline_from; /* LIST_WALK_DEADLINE bounds, [from, to) */
+    int64_t deadline_to;
     uint64_t after; /* page token: only ids above it */
     size_t want;    /* page size + 1: one more tells there is a next page */
     struct list_ids found;
@@ -118,7 +121,11 @@ plan_prefix_str(struct list_plan *p, enum store_db db, const char *v)
 static void list_plan(const Cityops__V1__ListRequest *req, struct list_plan *p)
 {
     memset(p, 0, sizeof(*p));
-    if (nonempty(req->grid_code) && strlen(req->grid_code) <= STORE_MAX_ID) {
+    if (req->deadline_from != 0 || req->deadline_to != 0 ||
+        req->overdue_only) {
+        p->db = STORE_DB_IDX_DEADLINE;
+        p->walk = LIST_WALK_DEADLINE;
+    } else if (nonempty(req->grid_code) && strlen(req->grid_code) <= STORE_MAX_ID) {
         plan_prefix_str(p, STORE_DB_IDX_GRID, req->grid_code);
     } else if (nonempty(req->department_id) &&
                strlen(req->department_id) <= STORE_MAX_ID) {
@@ -279,7 +286,10 @@ list_walk_all(struct list_ctx *x, MDB_cursor *cur, const struct list_plan *p)
     int rc;
 
     memcpy(seek, p->prefix, p->prefix_len);
-    if (p->walk == LIST_WALK_REPORTED) {
+    if (p->walk == LIST_WALK_DEADLINE) {
+        store_be64_put(seek, (uint64_t)x->deadline_from ^ flip);
+        key.mv_size = 8;
+    } else if (p->walk == LIST_WALK_REPORTED) {
         store_be64_put(seek, (uint64_t)req->reported_from ^ flip);
         key.mv_size = 8;
         if (req->reported_from == 0) {
@@ -291,6 +301,16 @@ list_walk_all(struct list_ctx *x, MDB_cursor *cur, const struct list_plan *p)
     while (rc == 0 && rv == 0) {
         const uint8_t *k = key.mv_data;
 
+        if (p->walk == LIST_WALK_DEADLINE) {
+            int64_t t = (int64_t)(store_be64_get(k) ^ flip);
+
+            if (key.mv_size != 17 || t >= x->deadline_to) {
+                break;
+            }
+            rv = list_consider(x, store_be64_get(k + 8));
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+            continue;
+        }
         if (p->walk == LIST_WALK_REPORTED) {
             int64_t t = (int64_t)(store_be64_get(k) ^ flip);
 
@@ -395,7 +415,16 @@ static int list_run(struct list_ctx *x, Cityops__V1__ListResponse *resp)
         return rv;
     }
     if (p.walk != LIST_WALK_ORDERED) {
+        size_t u = 0;
+
         qsort(x->found.ids, x->found.n, sizeof(uint64_t), id_cmp);
+        /* a case with two open clocks is in idx_deadline twice */
+        for (size_t i = 0; i < x->found.n; i++) {
+            if (u == 0 || x->found.ids[u - 1] != x->found.ids[i]) {
+                x->found.ids[u++] = x->found.ids[i];
+            }
+        }
+        x->found.n = u;
     }
     n = x->found.n < page ? x->found.n : page;
     return list_fill(x, n, x->found.n > page, resp);
@@ -406,7 +435,7 @@ int store_case_list(struct store *s,
                     Cityops__V1__ListResponse **out)
 {
     Cityops__V1__ListResponse *resp;
-    struct list_ctx x = {s, NULL, req, 0, 0, {NULL, 0, 0}};
+    struct list_ctx x = {s, NULL, req, 0, 0, 0, 0, {NULL, 0, 0}};
     size_t page = req->page_size;
     int rv;
 
@@ -430,6 +459,17 @@ int store_case_list(struct store *s,
         goto err_free_resp;
     }
     rv = store_meta_get(s, x.txn, STORE_META_APPLIED, &resp->applied_index);
+    if (rv == 0) {
+        uint64_t tick = 0;
+
+        /* overdue = an open clock whose deadline the last tick passed */
+        rv = store_meta_get(s, x.txn, STORE_META_TICK, &tick);
+        x.deadline_from = req->deadline_from != 0 ? req->deadline_from : 1;
+        x.deadline_to = req->deadline_to != 0 ? req->deadline_to : INT64_MAX;
+        if (req->overdue_only && (int64_t)tick + 1 < x.deadline_to) {
+            x.deadline_to = (int64_t)tick + 1;
+        }
+    }
     if (rv == 0) {
         rv = list_run(&x, resp);
     }

@@ -54,6 +54,11 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_CONFIG] = "config",
     [STORE_DB_CONFIG_HISTORY] = "config_history",
     [STORE_DB_IDX_DEADLINE] = "idx_deadline",
+    [STORE_DB_EVAL] = "eval",
+    [STORE_DB_CONTACTS] = "contacts",
+    [STORE_DB_IDX_TRACKING] = "idx_tracking",
+    [STORE_DB_PUBLIC_FEED] = "public_feed",
+    [STORE_DB_IDX_GEO] = "idx_geo",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)
@@ -308,6 +313,12 @@ static int env_open_dbs(struct store *s)
     if (rv != 0) {
         goto err_abort_txn;
     }
+    if (!s->view && schema > 0 && schema < 4) {
+        rv = public_schema_upgrade(s, txn);
+        if (rv != 0) {
+            goto err_abort_txn;
+        }
+    }
     if (!s->view && schema < STORE_SCHEMA_VERSION) {
         rv = store_meta_put(s, txn, STORE_META_SCHEMA, STORE_SCHEMA_VERSION);
         if (rv != 0) {
@@ -521,6 +532,7 @@ void store_close(struct store *s)
         return;
     }
     archive_close(s);
+    config_cache_free(s);
     store_env_close(s);
     if (s->lock_fd >= 0) {
         close(s->lock_fd);

@@ -25,12 +25,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cityops/v1/admin.pb-c.h"
 #include "cityops/v1/audit.pb-c.h"
 #include "cityops/v1/case.pb-c.h"
 #include "cityops/v1/cases.pb-c.h"
 #include "cityops/v1/cluster.pb-c.h"
 #include "cityops/v1/command.pb-c.h"
 #include "cityops/v1/dr.pb-c.h"
+#include "cityops/v1/eval.pb-c.h"
+#include "cityops/v1/public.pb-c.h"
 
 /* Error codes: storage owns -1000..-1999. */
 enum {
@@ -265,6 +268,20 @@ int store_restore(struct store *s,
                   size_t len,
                   int *replaced);
 
+/* --- configuration (config.c) ---
+ *
+ * The city's rules (admin.proto), changed only by `config` commands (role
+ * ADMIN): each ConfigBatch is checked whole and becomes one new version. */
+
+/* The whole configuration from one read transaction. Caller frees *out with
+ * cityops__v1__config_snapshot__free_unpacked. */
+int store_config_get(struct store *s, Cityops__V1__ConfigSnapshot **out);
+/* The last @max versions (0 = 50), oldest first. Caller frees *out with
+ * cityops__v1__config_history_response__free_unpacked. */
+int store_config_history(struct store *s,
+                         size_t max,
+                         Cityops__V1__ConfigHistoryResponse **out);
+
 /* --- cluster identity ---
  *
  * A ClusterInit command (role SYSTEM, else PERMISSION_DENIED) sets the
@@ -419,5 +436,178 @@ struct store_archive_status {
 };
 /* Any thread. */
 void store_archive_status(struct store *s, struct store_archive_status *out);
+
+/* --- evaluation (eval.c) ---
+ *
+ * Comprehensive evaluation (DOMAIN.md 5) and the command centre's workload,
+ * from counters that apply keeps per (month in UTC+8, object) in the same
+ * transaction as each CaseEvent: a report reads its months' counter rows,
+ * never the cases. Counts start with the first event applied by a store
+ * that has the eval database (schema 3); attribution and counting rules are
+ * in eval.c.
+ *
+ * Indicators, in this order (STORE_EVAL_INDICATORS codes):
+ *   disposal_rate        disposed / should_dispose
+ *   ontime_disposal_rate disposed_on_time / should_dispose
+ *   closure_rate         closed / should_close
+ *   ontime_closure_rate  closed_on_time / should_close
+ *   rework_rate          reworks / disposed
+ *   extension_rate       extensions_approved / dispatched
+ *   ontime_register_rate registered_on_time / registered
+ *   dispatch_accuracy    1 - redispatched_away / dispatched
+ *   valid_report_rate    valid_reports / reported
+ *   overdue_backlog      overdue_undisposed (a count, never scored)
+ * with should_dispose = should_close = disposed + overdue_undisposed, the
+ * latter a gauge taken at the end of the period (now, for the current one).
+ * A zero denominator gives defined = false and value 1. Counts of one
+ * period may finish work of an earlier one, so a ratio above 1 is shown as
+ * 1 (and dispatch_accuracy below 0 as 0); the counts are in the row.
+ *
+ * Rows by department list the departments with the indicators DOMAIN.md
+ * charges to departments, plus the row "centre" with those charged to the
+ * command centre (on-time registration, dispatch accuracy, valid reports);
+ * rows by district or grid carry every indicator.
+ *
+ * Score = 100 x sum(w_i x s_i) / sum(w_i) over the defined, weighted
+ * indicators of the row, s_i being the value, or 1 - value for the two
+ * rates where less is better (rework_rate, extension_rate): an undefined
+ * indicator is left out and the other weights renormalised. Weights are the
+ * configured EvalWeights of the object kind, else equal weights over the
+ * nine rates. Grades: A >= 90, B >= 75, C >= 60, D >= 40, else E; "-" when
+ * no weighted indicator is defined (score 0). */
+#define STORE_EVAL_INDICATORS 10
+extern const char *const store_eval_indicators[STORE_EVAL_INDICATORS];
+
+/* A period: months first_month..last_month (yyyymm) and its bounds [start,
+ * end) in UTC us (UTC+8 month boundaries). */
+struct store_eval_period {
+    uint32_t first_month;
+    uint32_t last_month;
+    int64_t start;
+    int64_t end;
+};
+/* "2026-10" (a month), "2026-Q4" (a quarter) or "2026" (a year), years
+ * 1970..9998; STORE_INVALID otherwise. Any thread. */
+int store_eval_period_parse(const char *period, struct store_eval_period *out);
+/* "" or "department" -> 1, "district" -> 2, "grid" -> 3; else
+ * STORE_INVALID. */
+int store_eval_kind_parse(const char *group_by);
+/* The composite score of indicator values @value (the report order above)
+ * with weights @weight; *scored = 0 when nothing weighted is defined. */
+double store_eval_score(const double value[STORE_EVAL_INDICATORS],
+                        const int defined[STORE_EVAL_INDICATORS],
+                        const double weight[STORE_EVAL_INDICATORS],
+                        int *scored);
+/* "A".."E" for @score (lower bounds inclusive). */
+const char *store_eval_grade(double score);
+
+/* The report of req->period grouped by req->group_by, rows in object id
+ * order, everything (rows, applied_index, audit_size, config_version) from
+ * one read transaction. STORE_INVALID (message in store_errmsg) for a bad
+ * period or group_by. On success *out is malloc'd; the caller frees it with
+ * cityops__v1__eval_report__free_unpacked. Any thread. */
+int store_eval_report(struct store *s,
+                      const Cityops__V1__EvalRequest *req,
+                      Cityops__V1__EvalReport **out);
+
+/* Open cases per holding department ("centre" for those with the command
+ * centre): columns dispatched, in_disposal, returned (by the department
+ * that returned it), and the open cases with an overdue stage or under
+ * supervision, in department id order, from one read transaction of the
+ * workload rows apply keeps. Caller frees *out with
+ * cityops__v1__workload_response__free_unpacked. Any thread. */
+int store_workload(struct store *s, Cityops__V1__WorkloadResponse **out);
+
+/* --- public reports (public.c) ---
+ *
+ * Commands (DOMAIN.md 8; checks in this order: fields INVALID_ARGUMENT, the
+ * report exists NOT_FOUND, role PERMISSION_DENIED, then the case):
+ * - public_report (role PUBLIC): service_code "E-0501" / "C-0101" (type,
+ *   大类, 小类) of the configured catalogue (or, with none configured, a
+ *   大类 of DOMAIN.md 2), lat/long in range (0, 0: not given; then
+ *   address_string is required), datum, address_string, description,
+ *   grid_code (digits), at most STORE_MAX_ATTACHMENTS media (http(s) URL,
+ *   64 hex digit sha256, type/subtype), contact (phone, email, name,
+ *   device id). Creates the case as a `report` would (source PUBLIC, media
+ *   as REPORT attachments, GCJ-02 converted to CGCS2000); the contact goes
+ *   to a private database no read returns, and the case keeps a reporter
+ *   token derived from it.
+ * - reopen (role PUBLIC): the report by tracking number, proved by any one
+ *   identifier (phone, email, device id) of the contact it was made with
+ *   (else PERMISSION_DENIED); then the case state machine's reopen.
+ * - redact (role ADMIN or SHIFT_LEADER, reason required): erase the
+ *   contact and the reporter token (the report can no longer be reopened).
+ *
+ * Every case has a tracking number in the tracking index; every change of
+ * a case's state (and every event marked public) appends a PublicUpdate to
+ * the feed. Reads below: any thread, one read transaction each; returned
+ * messages are malloc'd, the caller frees them with their __free_unpacked. */
+#define STORE_PUBLIC_REOPEN_DAYS 7       /* defaults of PublicSettings */
+#define STORE_PUBLIC_DUP_RADIUS_M 100
+#define STORE_PUBLIC_DUP_WINDOW_HOURS 720
+#define STORE_PUBLIC_DUP_MAX_RADIUS_M 5000
+#define STORE_PUBLIC_UPDATES_DEFAULT 100
+#define STORE_PUBLIC_UPDATES_MAX 1000
+
+/* The public status of report @tracking_no (or of case @case_id), as of
+ * @now_us (reopenable); STORE_NOTFOUND without a message if unknown. */
+int store_public_get(struct store *s,
+                     const char *tracking_no,
+                     int64_t now_us,
+                     Cityops__V1__PublicStatus **out,
+                     uint64_t *applied);
+int store_public_get_case(struct store *s,
+                          uint64_t case_id,
+                          int64_t now_us,
+                          Cityops__V1__PublicStatus **out,
+                          uint64_t *applied);
+
+/* Feed rows after @cursor ("" = from the start; else a next_cursor this
+ * returned, STORE_INVALID otherwise), oldest first, at most @max (0 =
+ * STORE_PUBLIC_UPDATES_DEFAULT, capped at STORE_PUBLIC_UPDATES_MAX); with
+ * @tracking_no (may be NULL or "") that report's rows only (STORE_NOTFOUND
+ * if unknown). next_cursor resumes after the last row (the given cursor
+ * when there is none). */
+int store_public_updates(struct store *s,
+                         const char *cursor,
+                         size_t max,
+                         const char *tracking_no,
+                         Cityops__V1__UpdatesResponse **out);
+
+/* Possible duplicates: cases of the same category whose position is within
+ * @radius_m (capped at STORE_PUBLIC_DUP_MAX_RADIUS_M) of (lat, lon),
+ * reported at or after @since, nearest first, at most @max (0 = 10, at most
+ * 50), @exclude_case_id left out. Merged, voided, rejected and transferred
+ * cases are not candidates. From the spatial index (the cells around the
+ * point), never a scan of all cases. *out is a malloc'd array of *n
+ * unpacked hints: free each with cityops__v1__duplicate_hint__free_unpacked,
+ * then the array. */
+struct store_public_near {
+    Cityops__V1__CategoryType category_type;
+    const char *major_code;
+    const char *minor_code;
+    double lat; /* CGCS2000 degrees */
+    double lon;
+    double radius_m;
+    int64_t since; /* UTC us */
+    uint64_t exclude_case_id;
+    size_t max;
+};
+int store_public_duplicates(struct store *s,
+                            const struct store_public_near *q,
+                            Cityops__V1__DuplicateHint ***out,
+                            size_t *n);
+
+/* The services (GET services): the configured catalogue (retired
+ * categories left out) or, with none configured, the built-in one. */
+int store_public_services(struct store *s,
+                          Cityops__V1__ServicesResponse **out);
+
+/* The public settings in force: the configured ones over the defaults
+ * above. Any of the outs may be NULL. */
+int store_public_settings(struct store *s,
+                          uint32_t *reopen_window_days,
+                          uint32_t *duplicate_radius_m,
+                          uint32_t *duplicate_window_hours);
 
 #endif /* CITYOPS_STORE_H */

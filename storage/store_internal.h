@@ -27,6 +27,17 @@
  *   config_history version u64                       -> packed ConfigVersionInfo
  *   idx_deadline  deadline (i64, sign flipped), case id u64, stage u8 -> empty
  *                 (the open stage clocks that have a deadline)
+ *   eval          'C'/'G'/'K'/'W' prefixed rows: evaluation counters,
+ *                 gauges, per-case records, workload (layout in eval.c)
+ *   contacts      case id u64                        -> packed Contact (private)
+ *   idx_tracking  tracking number (ASCII)            -> case id u64
+ *   public_feed   time (i64, sign flipped), raft index u64, case id u64,
+ *                 event seq u32                      -> packed PublicUpdate
+ *   idx_geo       type u8, major (2), minor (2), lat cell u32, lon cell u32,
+ *                 reported time (i64, sign flipped), case id u64
+ *                                                    -> lat, lon (f64 BE);
+ *                 0xff, case id u64                  -> that case's key
+ *                 (layouts in public.c)
  *
  * An "index key" (drills, cluster_events) is meta key_base + the Raft
  * index: key_base is 0 until a restore, which sets it past every key of the
@@ -65,6 +76,11 @@ enum store_db {
     STORE_DB_CONFIG,
     STORE_DB_CONFIG_HISTORY,
     STORE_DB_IDX_DEADLINE,
+    STORE_DB_EVAL,
+    STORE_DB_CONTACTS,
+    STORE_DB_IDX_TRACKING,
+    STORE_DB_PUBLIC_FEED,
+    STORE_DB_IDX_GEO,
     STORE_DB_N,
 };
 
@@ -79,12 +95,17 @@ extern const char *const store_db_names[STORE_DB_N];
 #define STORE_META_RESTORED_FROM "restored_from"
 #define STORE_META_RESTORE "restore"
 #define STORE_META_KEY_BASE "key_base"
+#define STORE_META_CONFIG_VERSION "config_version"
+#define STORE_META_TICK "tick_time"
 /* 2: the drills database and the cluster identity keys.
  * 3: configuration (config, config_history) and stage deadlines
  *    (idx_deadline).
+ * 4: public reports (contacts, idx_tracking, public_feed, idx_geo); the
+ *    upgrade builds the indexes and the feed from the stored cases and
+ *    events (public_schema_upgrade()).
  * An older environment is upgraded in place when opened for writing (the
  * new databases are created empty). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 struct store_archive;
 
@@ -103,6 +124,7 @@ struct store {
     int lock_fd; /* flock()ed: one process per data directory */
     atomic_int fault;              /* store_fault_set() */
     struct store_archive *archive; /* NULL: archiving off */
+    void *config_cache;            /* config.c: deadline rules by version */
     pthread_mutex_t errmsg_lock;
     char errmsg[STORE_ERRMSG_SIZE];
 };
@@ -253,6 +275,143 @@ int case_fsm_report(struct store *s,
                     const Cityops__V1__Command *cmd,
                     const Cityops__V1__ReportRequest *r,
                     Cityops__V1__CommandResult *res);
+
+/* --- configuration (config.c) ---
+ * config_apply(): a `config` command (ConfigBatch) as one new version; same
+ * contract as case_fsm_apply(); res->version is the new version. The
+ * lookups read @txn; *out is unpacked (free with its __free_unpacked) and
+ * STORE_NOTFOUND means no such item. config_rules() returns the deadline
+ * rules of the version in force (cached on the handle; apply thread only).
+ * config_list() kinds: 1 org units, 2 departments, 3 staff, 4 categories,
+ * 5 grids, 6 office hours, 7 calendar days, 8 eval weights, 9 public. */
+struct deadline_rules;
+int config_op(const Cityops__V1__Command *cmd);
+int config_apply(struct store *s,
+                 MDB_txn *txn,
+                 uint64_t index,
+                 const Cityops__V1__Command *cmd,
+                 Cityops__V1__CommandResult *res);
+uint64_t config_version(struct store *s, MDB_txn *txn);
+int config_rules(struct store *s,
+                 MDB_txn *txn,
+                 const struct deadline_rules **out);
+void config_category_id(char buf[16],
+                        Cityops__V1__CategoryType type,
+                        const char *major,
+                        const char *minor);
+int config_category(struct store *s,
+                    MDB_txn *txn,
+                    Cityops__V1__CategoryType type,
+                    const char *major,
+                    const char *minor,
+                    Cityops__V1__Category **out);
+int config_staff(struct store *s,
+                 MDB_txn *txn,
+                 const char *id,
+                 Cityops__V1__Staff **out);
+/* 1 if any staff record exists: then every human actor must be one. */
+int config_staff_any(struct store *s, MDB_txn *txn);
+int config_department(struct store *s,
+                      MDB_txn *txn,
+                      const char *id,
+                      Cityops__V1__Department **out);
+int config_grid(struct store *s,
+                MDB_txn *txn,
+                const char *code,
+                Cityops__V1__Grid **out);
+int config_org_unit(struct store *s,
+                    MDB_txn *txn,
+                    const char *id,
+                    Cityops__V1__OrgUnit **out);
+int config_public(struct store *s,
+                  MDB_txn *txn,
+                  Cityops__V1__PublicSettings **out);
+int config_eval_weights(struct store *s,
+                        MDB_txn *txn,
+                        const char *object_kind,
+                        Cityops__V1__EvalWeights **out);
+int config_list(struct store *s,
+                MDB_txn *txn,
+                int kind,
+                ProtobufCMessage ***out,
+                size_t *n);
+void config_cache_free(struct store *s);
+
+/* --- stage clocks (clocks.c) and authorization (authz.c) ---
+ * clocks_event(): open/close/pause the stage clocks of @c for @ev (after
+ * the state change), computing deadlines from the configuration in force.
+ * clocks_ix_update(): remove the deadline index entries of @old's clocks,
+ * add those of @c's (either may be NULL). clocks_ix_next(): the first
+ * entry after (@after, @after_case) with a deadline <= @until, or
+ * STORE_NOTFOUND. clocks_mark_overdue(): mark the open clock of @st overdue
+ * if its deadline is before @now; 1 if it was newly marked.
+ * case_authorize(): 0 allowed, 1 refused (@why says why), or an error. */
+int clocks_event(struct store *s,
+                 MDB_txn *txn,
+                 const Cityops__V1__Command *cmd,
+                 Cityops__V1__Case *c,
+                 Cityops__V1__CaseEvent *ev);
+int clocks_ix_update(struct store *s,
+                     MDB_txn *txn,
+                     const Cityops__V1__Case *old,
+                     const Cityops__V1__Case *c);
+int clocks_ix_next(struct store *s,
+                   MDB_txn *txn,
+                   int64_t after,
+                   uint64_t after_case,
+                   int64_t until,
+                   int64_t *deadline,
+                   uint64_t *case_id,
+                   Cityops__V1__Stage *stage);
+int clocks_mark_overdue(Cityops__V1__Case *c,
+                        Cityops__V1__Stage st,
+                        int64_t now);
+int case_authorize(struct store *s,
+                   MDB_txn *txn,
+                   const Cityops__V1__Command *cmd,
+                   const Cityops__V1__Case *c,
+                   Cityops__V1__CaseEventType type,
+                   char *why,
+                   size_t len);
+
+/* REOPEN (public.c): a CLOSED case (closed as fixed, within the
+ * configured reopen window) goes back to DISPOSED to be checked again;
+ * reopen_count + 1, a public REOPEN event. Same contract as
+ * case_fsm_apply(). */
+int case_fsm_reopen(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    uint64_t case_id,
+                    const char *reason,
+                    Cityops__V1__CommandResult *res);
+
+/* --- public reports (public.c) ---
+ * public_op()/public_apply(): the public_report, reopen and redact commands;
+ * same contract as case_fsm_apply(). public_on_event(): keep the tracking
+ * index, the spatial index and the public feed for @ev, just stored with
+ * @c (the case after it); called by case_commit() for every CaseEvent.
+ * public_schema_upgrade(): build them for the stored cases (schema < 4). */
+int public_op(const Cityops__V1__Command *cmd);
+int public_apply(struct store *s,
+                 MDB_txn *txn,
+                 uint64_t index,
+                 const Cityops__V1__Command *cmd,
+                 Cityops__V1__CommandResult *res);
+int public_on_event(struct store *s,
+                    MDB_txn *txn,
+                    const Cityops__V1__Case *c,
+                    const Cityops__V1__CaseEvent *ev);
+int public_schema_upgrade(struct store *s, MDB_txn *txn);
+
+/* --- evaluation (eval.c) ---
+ * eval_on_event(): update the evaluation counters, gauges and workload rows
+ * for @ev, just stored with @c (the case after it), in the same @txn.
+ * Called by case_commit() for every CaseEvent. */
+int eval_on_event(struct store *s,
+                  MDB_txn *txn,
+                  const Cityops__V1__Case *c,
+                  const Cityops__V1__CaseEvent *ev);
 
 /* Apply a cluster command (member_set, member_forget, cluster_event,
  * cluster_init, drill_record) inside @txn; same contract as
