@@ -137,6 +137,23 @@ class RulesTest(unittest.TestCase):
             self.assertEqual(before, after)
             c.converged()
 
+            # Evaluation and workload: the same numbers from every replica
+            # (stale reads once converged), computed from the events above.
+            period = time.strftime("%Y-%m", time.gmtime(time.time() + 8 * 3600))
+            reports = [c.ctl("--consistency", "stale", "eval", "report",
+                             "--period", period, endpoints=n.grpc)
+                       for n in c.nodes]
+            for r in reports[1:]:
+                self.assertEqual(r["rows"], reports[0]["rows"])
+            roads = [row for row in reports[0]["rows"]
+                     if row["object_id"] == "roads"]
+            self.assertEqual(len(roads), 1, reports[0])
+            self.assertEqual(int(roads[0]["counts"]["dispatched"]), 1)
+            load = c.ctl("eval", "workload")["departments"]
+            mine = [d for d in load if d["department_id"] == "roads"][0]
+            self.assertEqual(int(mine["in_disposal"]), 1)
+            self.assertEqual(int(mine["overdue"]), 1)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2, argv=sys.argv[:1])

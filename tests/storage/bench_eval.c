@@ -2,7 +2,9 @@
  * store_apply_batch() (nosync, batches of 256 commands) spread over the 12
  * months of 2026 and 50 departments, then times store_eval_report() for
  * one month and for the year (each grouping, median of 5) and
- * store_workload() (median of 5). Also prints the fill rate, which
+ * store_workload() (median of 5), then the command centre's list queries
+ * (state, department, grid, overdue, deadline window, reported window;
+ * page of 50, median of 5) after a tick. Also prints the fill rate, which
  * includes the evaluation counters apply keeps.
  *
  * The mix per case (by case number): every case is reported; 1 in 10 is
@@ -308,6 +310,77 @@ time_report(struct store *s, const char *period, const char *by, size_t *rows)
     return t[RUNS / 2];
 }
 
+/* The command centre's list queries (page of 50), median of RUNS. */
+static double time_list(struct store *s,
+                        const Cityops__V1__ListRequest *q,
+                        size_t *n)
+{
+    double t[RUNS];
+
+    for (int r = 0; r < RUNS; r++) {
+        Cityops__V1__ListResponse *resp = NULL;
+        double t0 = now_s();
+
+        if (store_case_list(s, q, &resp) != 0) {
+            fprintf(stderr, "list: %s\n", store_errmsg(s));
+            exit(1);
+        }
+        t[r] = now_s() - t0;
+        *n = resp->n_cases;
+        cityops__v1__list_response__free_unpacked(resp, NULL);
+    }
+    qsort(t, RUNS, sizeof(t[0]), cmp_double);
+    return t[RUNS / 2];
+}
+
+static void time_queries(struct bench *x)
+{
+    struct {
+        const char *name;
+        Cityops__V1__ListRequest q;
+    } qs[7];
+    Cityops__V1__Command *c;
+    Cityops__V1__Tick tick = CITYOPS__V1__TICK__INIT;
+    double t0;
+
+    /* the leader's tick at the end of the year marks what is late (at
+     * most 1000 stages per tick) */
+    c = next(x, T2026 + YEAR_US, R(SYSTEM), "cityopsd");
+    c->op_case = OP(TICK);
+    c->tick = &tick;
+    t0 = now_s();
+    flush(x);
+    printf("tick (up to 1000 overdue stages): %.1f ms\n",
+           (now_s() - t0) * 1e3);
+    for (int i = 0; i < 7; i++) {
+        cityops__v1__list_request__init(&qs[i].q);
+        qs[i].q.page_size = 50;
+    }
+    qs[0].name = "state IN_DISPOSAL";
+    qs[0].q.state = CITYOPS__V1__CASE_STATE__CASE_STATE_IN_DISPOSAL;
+    qs[1].name = "department dept-07";
+    qs[1].q.department_id = "dept-07";
+    qs[2].name = "grid 11010100000501";
+    qs[2].q.grid_code = "11010100000501";
+    qs[3].name = "overdue";
+    qs[3].q.overdue_only = 1;
+    qs[4].name = "deadline in one day";
+    qs[4].q.deadline_from = T2026 + YEAR_US / 2;
+    qs[4].q.deadline_to = T2026 + YEAR_US / 2 + 86400LL * 1000000;
+    qs[5].name = "reported in one day";
+    qs[5].q.reported_from = T2026 + YEAR_US / 2;
+    qs[5].q.reported_to = T2026 + YEAR_US / 2 + 86400LL * 1000000;
+    qs[6].name = "dept-07 + IN_DISPOSAL";
+    qs[6].q.department_id = "dept-07";
+    qs[6].q.state = CITYOPS__V1__CASE_STATE__CASE_STATE_IN_DISPOSAL;
+    for (int i = 0; i < 7; i++) {
+        size_t n = 0;
+        double m = time_list(x->s, &qs[i].q, &n);
+        printf("list %-24s median %8.3f ms (%zu cases)\n", qs[i].name,
+               m * 1e3, n);
+    }
+}
+
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -375,6 +448,7 @@ int main(int argc, char **argv)
     }
     qsort(tw, RUNS, sizeof(tw[0]), cmp_double);
     printf("workload median %.3f ms\n", tw[RUNS / 2] * 1e3);
+    time_queries(&x);
     store_close(x.s);
     {
         char cmd[600];
