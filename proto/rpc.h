@@ -14,6 +14,12 @@
  * Client: blocking unary calls (cityctl, tests, tools) and asynchronous raw
  * calls that complete on a server's completion-queue thread (forwarding a
  * request to the leader).
+ *
+ * TLS: federation links between tiers use mutual TLS. A TLS server requires
+ * and verifies a client certificate signed by its CA bundle; a TLS channel
+ * presents its own certificate and verifies the server's against the same
+ * kind of bundle. Inside a cluster (node to node, cityctl) calls stay
+ * insecure: those run on networks the cluster's operators already trust.
  */
 #ifndef CITYOPS_RPC_H
 #define CITYOPS_RPC_H
@@ -50,15 +56,29 @@ struct rpc_method {
     void *data;
 };
 
+/* PEM files for TLS. */
+struct rpc_tls {
+    const char *ca_file;   /* CA bundle that signs the peers' certificates */
+    const char *cert_file; /* this side's certificate chain */
+    const char *key_file;  /* this side's private key */
+};
+
 struct rpc_server_config {
     const char *address; /* "127.0.0.1:7000"; port 0 picks a free port */
     const struct rpc_method *methods;
     size_t n_methods;
     int max_message; /* bytes; 0 = RPC_MAX_MESSAGE */
+    /* NULL: insecure. Set: mutual TLS; a client must present a certificate
+     * signed by @tls->ca_file or its handshake fails. The files are read
+     * once, by rpc_server_start(); borrowed for that call only. */
+    const struct rpc_tls *tls;
 };
 
 /* Create and start a server. On success *out is owned by the caller and the
- * bound port is in *port. Release with rpc_server_destroy(). */
+ * bound port is in *port. Release with rpc_server_destroy(). Returns
+ * RPC_INVALID (and logs the file's name) if a TLS file cannot be read,
+ * RPC_BIND if the address cannot be listened on or the TLS certificate and
+ * key are unusable, RPC_NOMEM otherwise. */
 int rpc_server_start(const struct rpc_server_config *cfg,
                      struct rpc_server **out,
                      int *port);
@@ -88,6 +108,20 @@ int rpc_call_forwarded(const struct rpc_call *call);
 gpr_timespec rpc_call_deadline(const struct rpc_call *call);
 struct rpc_server *rpc_call_server(const struct rpc_call *call);
 
+/* The names in the verified peer certificate of a call on a TLS server: its
+ * x509 common name first, then every subject alternative name, in the order
+ * grpc reports them (a name may appear twice, as CN and as DNS SAN). Up to
+ * @max names are copied, NUL-terminated, into @names; *n is the number
+ * copied. A name of 128 bytes or more, or with an embedded NUL, is skipped
+ * rather than truncated, so that it can never compare equal to a shorter
+ * one. Returns 0, or RPC_INVALID if the call is not over TLS or its peer
+ * presented no certificate (*n is 0 then). Any thread, while the call is
+ * owned (before it is answered). */
+int rpc_call_peer_names(const struct rpc_call *call,
+                        char names[][128],
+                        size_t max,
+                        size_t *n);
+
 /* Answer the call; each frees the call. Any thread, once per call. */
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *response);
 void rpc_call_reply_raw(struct rpc_call *call, const uint8_t *buf, size_t len);
@@ -102,6 +136,20 @@ struct rpc_channel;
 /* Open a channel to @target ("host:port"). Returns NULL on allocation
  * failure; connection errors show up on calls. */
 struct rpc_channel *rpc_channel_open(const char *target);
+
+/* Open a mutual-TLS channel to @target: present @tls's certificate and key,
+ * and accept only a server certificate signed by @tls->ca_file that carries
+ * @expected_name (a DNS subject alternative name or, lacking SANs, the
+ * common name). @expected_name NULL checks the host part of @target instead,
+ * which federation certificates (named after tiers) do not carry. The files
+ * are read during this call; @tls and @expected_name are borrowed for it
+ * only. Same channel arguments as rpc_channel_open(), and the channel works
+ * with rpc_call_unary() and rpc_call_raw_async() alike. Returns NULL (and
+ * logs why) on allocation failure or if a file cannot be read; handshake
+ * failures show up on calls as UNAVAILABLE. */
+struct rpc_channel *rpc_channel_open_tls(const char *target,
+                                         const struct rpc_tls *tls,
+                                         const char *expected_name);
 void rpc_channel_close(struct rpc_channel *ch);
 const char *rpc_channel_target(const struct rpc_channel *ch);
 

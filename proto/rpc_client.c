@@ -1,6 +1,8 @@
-/* The client half of the gRPC runtime: channels, blocking unary calls (one
- * pluck queue per call) and asynchronous raw calls that complete on a
- * server's queue thread (used to forward a request to the leader). */
+/* The client half of the gRPC runtime: channels (insecure, or mutual TLS for
+ * federation links), blocking unary calls (one pluck queue per call) and
+ * asynchronous raw calls that complete on a server's queue thread (used to
+ * forward a request to the leader). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +10,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "clog.h"
 #include "rpc_internal.h"
 
 struct rpc_channel {
@@ -15,12 +18,15 @@ struct rpc_channel {
     char *target;
 };
 
-struct rpc_channel *rpc_channel_open(const char *target)
+/* Allocate a channel to @target over @creds (borrowed); @extra (may be NULL)
+ * is appended to the shared channel arguments. */
+static struct rpc_channel *channel_create(const char *target,
+                                          grpc_channel_credentials *creds,
+                                          const grpc_arg *extra)
 {
     struct rpc_channel *ch = calloc(1, sizeof *ch);
-    grpc_channel_credentials *creds;
     grpc_channel_args args;
-    grpc_arg slots[RPC_N_CHANNEL_ARGS];
+    grpc_arg slots[RPC_N_CHANNEL_ARGS + 1];
 
     if (ch == NULL) {
         return NULL;
@@ -30,12 +36,69 @@ struct rpc_channel *rpc_channel_open(const char *target)
         free(ch);
         return NULL;
     }
-    grpc_init();
     rpc_channel_args(&args, slots, RPC_MAX_MESSAGE);
-    creds = grpc_insecure_credentials_create();
+    if (extra != NULL) {
+        slots[args.num_args++] = *extra;
+    }
     ch->channel = grpc_channel_create(target, creds, &args);
-    grpc_channel_credentials_release(creds);
     return ch;
+}
+
+struct rpc_channel *rpc_channel_open(const char *target)
+{
+    struct rpc_channel *ch;
+    grpc_channel_credentials *creds;
+
+    grpc_init();
+    creds = grpc_insecure_credentials_create();
+    ch = channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    if (ch == NULL) {
+        grpc_shutdown();
+    }
+    return ch;
+}
+
+struct rpc_channel *rpc_channel_open_tls(const char *target,
+                                         const struct rpc_tls *tls,
+                                         const char *expected_name)
+{
+    struct rpc_channel *ch = NULL;
+    grpc_channel_credentials *creds;
+    grpc_ssl_pem_key_cert_pair pair;
+    struct rpc_pem pem;
+    grpc_arg name_arg;
+    char who[300];
+
+    snprintf(who, sizeof who, "channel to %s", target);
+    if (rpc_pem_load(tls, who, &pem) != 0) {
+        return NULL;
+    }
+    grpc_init();
+    pair.private_key = pem.key;
+    pair.cert_chain = pem.cert;
+    /* The credentials copy the PEM strings. */
+    creds = grpc_ssl_credentials_create_ex(pem.ca, &pair, NULL, NULL);
+    rpc_pem_free(&pem);
+    if (creds == NULL) {
+        clog(CLOG_ERROR, "rpc", "%s: cannot create TLS credentials", who);
+        goto err_shutdown;
+    }
+    name_arg.type = GRPC_ARG_STRING;
+    name_arg.key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    name_arg.value.string = (char *)expected_name;
+    ch = channel_create(target, creds,
+                        expected_name != NULL ? &name_arg : NULL);
+    grpc_channel_credentials_release(creds);
+    if (ch == NULL) {
+        clog(CLOG_ERROR, "rpc", "%s: out of memory", who);
+        goto err_shutdown;
+    }
+    return ch;
+
+err_shutdown:
+    grpc_shutdown();
+    return NULL;
 }
 
 void rpc_channel_close(struct rpc_channel *ch)

@@ -1,5 +1,7 @@
-/* Byte buffers, channel arguments and status names shared by the server and
- * client halves of the gRPC runtime. */
+/* Byte buffers, channel arguments, TLS files and status names shared by the
+ * server and client halves of the gRPC runtime. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,7 +9,12 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
 
+#include "clog.h"
 #include "rpc_internal.h"
+
+/* A PEM bundle larger than this is not a certificate file: refuse it rather
+ * than read /dev/zero or a mistyped path to a disk image into memory. */
+#define PEM_MAX (1024 * 1024)
 
 int rpc_bb_read(grpc_byte_buffer *bb, uint8_t **buf, size_t *len)
 {
@@ -81,6 +88,91 @@ void rpc_channel_args(grpc_channel_args *args, grpc_arg *slots, int max_msg)
     }
     args->num_args = RPC_N_CHANNEL_ARGS;
     args->args = slots;
+}
+
+/* Read all of @path into a malloc'd NUL-terminated string. Returns 0,
+ * RPC_INVALID (errno-style reason in *why) or RPC_NOMEM. */
+static int pem_read(const char *path, char **out, const char **why)
+{
+    FILE *f;
+    char *buf;
+    size_t len;
+
+    *out = NULL;
+    f = fopen(path, "r");
+    if (f == NULL) {
+        *why = strerror(errno);
+        return RPC_INVALID;
+    }
+    buf = malloc(PEM_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        *why = "out of memory";
+        return RPC_NOMEM;
+    }
+    len = fread(buf, 1, PEM_MAX + 1, f);
+    if (ferror(f)) {
+        *why = strerror(errno);
+        goto err_free_buf;
+    }
+    if (len == 0) {
+        *why = "file is empty";
+        goto err_free_buf;
+    }
+    if (len > PEM_MAX) {
+        *why = "file is larger than 1 MiB";
+        goto err_free_buf;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    *out = buf; /* not shrunk: realloc could leave key bytes behind */
+    return 0;
+
+err_free_buf:
+    fclose(f);
+    explicit_bzero(buf, len);
+    free(buf);
+    return RPC_INVALID;
+}
+
+int rpc_pem_load(const struct rpc_tls *tls,
+                 const char *who,
+                 struct rpc_pem *pem)
+{
+    const char *names[3] = {"ca_file", "cert_file", "key_file"};
+    const char *paths[3] = {tls->ca_file, tls->cert_file, tls->key_file};
+    char **slots[3] = {&pem->ca, &pem->cert, &pem->key};
+    const char *why = NULL;
+    int rv = 0;
+
+    memset(pem, 0, sizeof *pem);
+    for (int i = 0; i < 3 && rv == 0; i++) {
+        if (paths[i] == NULL || paths[i][0] == '\0') {
+            clog(CLOG_ERROR, "rpc", "%s: TLS %s is not set", who, names[i]);
+            rv = RPC_INVALID;
+            break;
+        }
+        rv = pem_read(paths[i], slots[i], &why);
+        if (rv != 0) {
+            clog(CLOG_ERROR, "rpc", "%s: cannot read TLS %s %s: %s", who,
+                 names[i], paths[i], why);
+        }
+    }
+    if (rv != 0) {
+        rpc_pem_free(pem);
+    }
+    return rv;
+}
+
+void rpc_pem_free(struct rpc_pem *pem)
+{
+    if (pem->key != NULL) {
+        explicit_bzero(pem->key, strlen(pem->key));
+    }
+    free(pem->ca);
+    free(pem->cert);
+    free(pem->key);
+    memset(pem, 0, sizeof *pem);
 }
 
 const char *rpc_status_name(grpc_status_code status)

@@ -1,5 +1,6 @@
 /* Shared inside proto/'s gRPC runtime: completion-queue tags, byte buffer
- * helpers and channel arguments. Not for use outside proto/. */
+ * helpers, channel arguments and TLS file loading. Not for use outside
+ * proto/. */
 #ifndef CITYOPS_RPC_INTERNAL_H
 #define CITYOPS_RPC_INTERNAL_H
 
@@ -29,6 +30,25 @@ grpc_byte_buffer *rpc_bb_pack(const ProtobufCMessage *msg);
  * keepalive settings that do not trip the peer's too_many_pings guard. */
 void rpc_channel_args(grpc_channel_args *args, grpc_arg *slots, int max_msg);
 #define RPC_N_CHANNEL_ARGS 6
+
+/* The contents of an rpc_tls's three files, NUL-terminated. */
+struct rpc_pem {
+    char *ca;
+    char *cert;
+    char *key;
+};
+
+/* Read @tls's files into @pem (malloc'd; release with rpc_pem_free()).
+ * Returns 0; RPC_INVALID if a file is missing, unreadable or empty, and
+ * RPC_NOMEM on allocation failure, after logging which file for @who
+ * ("server 0.0.0.0:7000", "channel to 10.0.0.2:7000"). On failure @pem
+ * holds nothing. */
+int rpc_pem_load(const struct rpc_tls *tls,
+                 const char *who,
+                 struct rpc_pem *pem);
+
+/* Wipe the private key and free everything; @pem may be all NULL. */
+void rpc_pem_free(struct rpc_pem *pem);
 
 /* Register a call started on a server's queue by the client side, so that
  * shutdown waits for its completion. */

@@ -15,6 +15,10 @@
  *
  * Handlers run under the gate mutex; rpc_server_destroy() takes it to close
  * the gate, so once it returns from that no handler is running or will run.
+ *
+ * With a TLS config the port requires and verifies a client certificate, so
+ * a call that reaches a handler always has a verified peer;
+ * rpc_call_peer_names() reads its names from the call's auth context.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -221,6 +225,74 @@ struct rpc_server *rpc_call_server(const struct rpc_call *c)
     return c->srv;
 }
 
+/* Append every value of property @name to @names, skipping values that do
+ * not fit or hold a NUL. */
+static void peer_names_add(const grpc_auth_context *ctx,
+                           const char *name,
+                           char names[][128],
+                           size_t max,
+                           size_t *n)
+{
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+
+    it = grpc_auth_context_find_properties_by_name(ctx, name);
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+        if (*n >= max) {
+            return;
+        }
+        if (p->value == NULL || p->value_length >= 128 ||
+            strlen(p->value) != p->value_length) {
+            continue;
+        }
+        memcpy(names[*n], p->value, p->value_length + 1);
+        (*n)++;
+    }
+}
+
+/* 1 if the context is from a TLS handshake in which the peer presented a
+ * certificate. */
+static int peer_has_certificate(const grpc_auth_context *ctx)
+{
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+
+    it = grpc_auth_context_find_properties_by_name(
+        ctx, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+    p = grpc_auth_property_iterator_next(&it);
+    if (p == NULL || p->value == NULL ||
+        strcmp(p->value, GRPC_SSL_TRANSPORT_SECURITY_TYPE) != 0) {
+        return 0;
+    }
+    it = grpc_auth_context_find_properties_by_name(
+        ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    return grpc_auth_property_iterator_next(&it) != NULL;
+}
+
+int rpc_call_peer_names(const struct rpc_call *c,
+                        char names[][128],
+                        size_t max,
+                        size_t *n)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+    int rv = 0;
+
+    *n = 0;
+    if (ctx == NULL) {
+        return RPC_INVALID;
+    }
+    if (!peer_has_certificate(ctx)) {
+        rv = RPC_INVALID;
+        goto out_release;
+    }
+    peer_names_add(ctx, GRPC_X509_CN_PROPERTY_NAME, names, max, n);
+    peer_names_add(ctx, GRPC_X509_SAN_PROPERTY_NAME, names, max, n);
+
+out_release:
+    grpc_auth_context_release(ctx);
+    return rv;
+}
+
 static int md_has_key(const grpc_metadata_array *md, const char *key)
 {
     for (size_t i = 0; i < md->count; i++) {
@@ -393,6 +465,22 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
+/* The port's credentials: insecure, or mutual TLS from @pem (copied). */
+static grpc_server_credentials *
+server_creds(const struct rpc_server_config *cfg, const struct rpc_pem *pem)
+{
+    grpc_ssl_pem_key_cert_pair pair;
+
+    if (cfg->tls == NULL) {
+        return grpc_insecure_server_credentials_create();
+    }
+    pair.private_key = pem->key;
+    pair.cert_chain = pem->cert;
+    return grpc_ssl_server_credentials_create_ex(
+        pem->ca, &pair, 1,
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+}
+
 int rpc_server_start(const struct rpc_server_config *cfg,
                      struct rpc_server **out,
                      int *port)
@@ -401,12 +489,23 @@ int rpc_server_start(const struct rpc_server_config *cfg,
     grpc_channel_args args;
     grpc_arg slots[RPC_N_CHANNEL_ARGS];
     grpc_server_credentials *creds;
+    struct rpc_pem pem = {0};
+    char who[300];
     int max_msg = cfg->max_message > 0 ? cfg->max_message : RPC_MAX_MESSAGE;
-    int bound = -1; /* -1: failed before binding */
+    int bound;
+    int rv = RPC_NOMEM;
 
+    if (cfg->tls != NULL) {
+        snprintf(who, sizeof who, "server %s", cfg->address);
+        rv = rpc_pem_load(cfg->tls, who, &pem);
+        if (rv != 0) {
+            return rv;
+        }
+        rv = RPC_NOMEM;
+    }
     srv = calloc(1, sizeof *srv);
     if (srv == NULL) {
-        return RPC_NOMEM;
+        goto err_free_pem;
     }
     srv->n_slots = cfg->n_methods + 1;
     srv->slots = calloc(srv->n_slots, sizeof *srv->slots);
@@ -434,14 +533,18 @@ int rpc_server_start(const struct rpc_server_config *cfg,
     grpc_metadata_array_init(&srv->slots[cfg->n_methods].md);
     grpc_call_details_init(&srv->slots[cfg->n_methods].details);
 
-    creds = grpc_insecure_server_credentials_create();
+    creds = server_creds(cfg, &pem);
+    rpc_pem_free(&pem);
     bound = grpc_server_add_http2_port(srv->server, cfg->address, creds);
     grpc_server_credentials_release(creds);
     if (bound == 0) {
         clog(CLOG_ERROR, "rpc",
-             "cannot listen on %s: address in use or invalid; pick another "
+             "cannot listen on %s: address in use or invalid%s; pick another "
              "grpc address in the node's config",
-             cfg->address);
+             cfg->address,
+             cfg->tls != NULL ? ", or the TLS certificate and key do not load"
+                              : "");
+        rv = RPC_BIND;
         goto err_destroy_server;
     }
     grpc_server_start(srv->server);
@@ -484,7 +587,9 @@ err_destroy_server:
     free(srv->slots);
 err_free_srv:
     free(srv);
-    return bound == 0 ? RPC_BIND : RPC_NOMEM;
+err_free_pem:
+    rpc_pem_free(&pem);
+    return rv;
 }
 
 static int wait_until(struct rpc_server *srv,
