@@ -133,6 +133,8 @@ static int command_run(struct store *s,
         rv = public_apply(s, child, index, cmd, res);
     } else if (audit_op(cmd)) {
         rv = audit_apply(s, child, index, cmd, tree, res);
+    } else if (fed_op(cmd)) {
+        rv = fed_apply(s, child, index, cmd, res);
     } else {
         rv = case_fsm_apply(s, child, index, cmd, res);
     }

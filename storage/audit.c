@@ -255,8 +255,7 @@ int audit_tree_root(struct audit_tree *t, uint8_t root[STORE_HASH_SIZE])
 static int value_hash(struct store *s,
                       MDB_txn *txn,
                       EVP_MD_CTX *md,
-                      int db,
-                      uint64_t key,
+                      const struct audit_target *tg,
                       uint8_t out[STORE_HASH_SIZE],
                       int *present)
 {
@@ -266,14 +265,17 @@ static int value_hash(struct store *s,
     int rc;
 
     *present = 0;
-    store_be64_put(kb, key);
-    rc = mdb_get(txn, s->dbi[db], &k, &v);
+    store_be64_put(kb, tg->key);
+    if (tg->skey_len > 0) {
+        k.mv_size = tg->skey_len;
+        k.mv_data = (void *)tg->skey;
+    }
+    rc = mdb_get(txn, s->dbi[tg->db], &k, &v);
     if (rc == MDB_NOTFOUND) {
         return 0;
     }
     if (rc != 0) {
-        return store_mdb_err(s, rc, "audit: get %s/%llu", store_db_names[db],
-                             (unsigned long long)key);
+        return store_mdb_err(s, rc, "audit: get %s", tg->name);
     }
     *present = 1;
     return hash3(md, v.mv_data, v.mv_size, "", 0, NULL, 0, out);
@@ -323,6 +325,58 @@ target_set(struct audit_target *tg, int db, uint64_t key, const char *kind)
     tg->key = key;
     snprintf(tg->name, sizeof(tg->name), "%s/%llu", kind,
              (unsigned long long)key);
+}
+
+/* A federation target: "fed/<kind>/<id>", the value under key @id of @db
+ * (keyed by the id's bytes). An id too long to be a key is named but not
+ * hashed: such a command is refused anyway. */
+static void fed_target_set(struct audit_target *tg,
+                           int db,
+                           const char *kind,
+                           const char *id)
+{
+    size_t n = strlen(id);
+
+    snprintf(tg->name, sizeof(tg->name), "fed/%s/%s", kind, id);
+    if (n == 0 || n > sizeof(tg->skey)) {
+        return;
+    }
+    tg->db = db;
+    memcpy(tg->skey, id, n);
+    tg->skey_len = n;
+}
+
+/* The target of a federation command (see store.h). */
+static void fed_target(const Cityops__V1__Command *cmd,
+                       struct audit_target *tg)
+{
+    const Cityops__V1__FedInbound *in = cmd->fed_inbound;
+    const Cityops__V1__FedFeedback *fb = cmd->fed_feedback;
+    const Cityops__V1__FedLinkSet *ls = cmd->fed_link_set;
+
+    switch (cmd->op_case) {
+    case CITYOPS__V1__COMMAND__OP_FED_ASSIGN_TASK:
+        snprintf(tg->name, sizeof(tg->name), "fed/task/new");
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_FEEDBACK:
+        fed_target_set(tg, STORE_DB_FED_TASKS, "task",
+                       fb->feedback != NULL ? str0(fb->feedback->task_id)
+                                            : "");
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_INBOUND:
+        fed_target_set(tg, STORE_DB_FED_INBOX, "inbox",
+                       in->n_envelopes > 0 ? str0(in->envelopes[0]->origin)
+                                           : "");
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_OUTBOX_ACK:
+        fed_target_set(tg, STORE_DB_FED_ACKED, "outbox",
+                       str0(cmd->fed_outbox_ack->link));
+        break;
+    default:
+        fed_target_set(tg, STORE_DB_FED_LINKS, "link",
+                       ls->link != NULL ? str0(ls->link->tier_id) : "");
+        break;
+    }
 }
 
 int audit_target_begin(struct store *s,
@@ -376,11 +430,21 @@ int audit_target_begin(struct store *s,
                  (unsigned long long)index);
         break;
     }
+    case CITYOPS__V1__COMMAND__OP_FED_ASSIGN_TASK:
+    case CITYOPS__V1__COMMAND__OP_FED_FEEDBACK:
+    case CITYOPS__V1__COMMAND__OP_FED_INBOUND:
+    case CITYOPS__V1__COMMAND__OP_FED_OUTBOX_ACK:
+    case CITYOPS__V1__COMMAND__OP_FED_LINK_SET:
+        fed_target(cmd, tg);
+        if (tg->db < 0) {
+            return 0;
+        }
+        break;
     default:
         target_set(tg, STORE_DB_CASES, case_id_of(cmd), "case");
         break;
     }
-    return value_hash(s, txn, t->md, tg->db, tg->key, tg->before,
+    return value_hash(s, txn, t->md, tg, tg->before,
                       &tg->has_before);
 }
 
@@ -400,7 +464,7 @@ static int report_target(struct store *s,
     if (!replayed) {
         return 0;
     }
-    return value_hash(s, txn, t->md, tg->db, tg->key, tg->before,
+    return value_hash(s, txn, t->md, tg, tg->before,
                       &tg->has_before);
 }
 
@@ -465,8 +529,16 @@ int audit_append(struct store *s,
     if (cmd->op_case == CITYOPS__V1__COMMAND__OP_REPORT) {
         rv = report_target(s, txn, t, tg, res, replayed);
     }
+    if (cmd->op_case == CITYOPS__V1__COMMAND__OP_FED_ASSIGN_TASK &&
+        res->code == RC_OK && res->ref != NULL && res->ref[0] != '\0') {
+        /* Like a report: the id comes with the result. */
+        fed_target_set(tg, STORE_DB_FED_TASKS, "task", res->ref);
+        if (replayed && tg->db >= 0) {
+            rv = value_hash(s, txn, t->md, tg, tg->before, &tg->has_before);
+        }
+    }
     if (rv == 0 && tg->db >= 0) {
-        rv = value_hash(s, txn, t->md, tg->db, tg->key, after, &has_after);
+        rv = value_hash(s, txn, t->md, tg, after, &has_after);
     }
     if (rv != 0) {
         return rv;
@@ -632,19 +704,28 @@ static int bytes_equal(const ProtobufCBinaryData *a,
            (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
 }
 
+int audit_checkpoint_verify(const Cityops__V1__Checkpoint *cp)
+{
+    if (cp->signature.len != ED25519_SIG_SIZE ||
+        cp->public_key.len != ED25519_KEY_SIZE) {
+        return 0;
+    }
+    return signature_verify(cp, &cp->signature, &cp->public_key);
+}
+
 /* Attach the leader's signature to a stored head, after checking it. */
 /* Append a row to @link's outbox with the next seq of that link. */
-static int outbox_put(struct store *s,
-                      MDB_txn *txn,
-                      const char *link,
-                      const char *kind,
-                      int64_t time,
-                      uint64_t index,
-                      const ProtobufCMessage *payload)
+int outbox_put(struct store *s,
+               MDB_txn *txn,
+               const char *link,
+               const char *kind,
+               int64_t time,
+               uint64_t index,
+               const ProtobufCMessage *payload)
 {
     Cityops__V1__OutboxMessage row = CITYOPS__V1__OUTBOX_MESSAGE__INIT;
     size_t llen = strlen(link);
-    uint8_t key[64];
+    uint8_t key[STORE_OUTBOX_KEY_MAX];
     uint8_t *buf = NULL;
     MDB_val k = {llen + 1 + 8, key};
     MDB_val v;
@@ -713,7 +794,7 @@ int store_outbox_list(struct store *s,
                       size_t *n)
 {
     size_t llen = strlen(link);
-    uint8_t key[64];
+    uint8_t key[STORE_OUTBOX_KEY_MAX];
     MDB_val k = {llen + 1 + 8, key};
     MDB_val v;
     MDB_cursor *cur;

@@ -59,6 +59,11 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_IDX_TRACKING] = "idx_tracking",
     [STORE_DB_PUBLIC_FEED] = "public_feed",
     [STORE_DB_IDX_GEO] = "idx_geo",
+    [STORE_DB_FED_LINKS] = "fed_links",
+    [STORE_DB_FED_TASKS] = "fed_tasks",
+    [STORE_DB_FED_INBOX] = "fed_inbox",
+    [STORE_DB_FED_WITNESS] = "fed_witness",
+    [STORE_DB_FED_ACKED] = "fed_acked",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)

@@ -33,6 +33,7 @@
 #include "cityops/v1/command.pb-c.h"
 #include "cityops/v1/dr.pb-c.h"
 #include "cityops/v1/eval.pb-c.h"
+#include "cityops/v1/fed.pb-c.h"
 #include "cityops/v1/public.pb-c.h"
 
 /* Error codes: storage owns -1000..-1999. */
@@ -176,7 +177,8 @@ int store_digest(struct store *s,
  * ("report", "return", "member_set", "checkpoint", ...; "none" without one),
  * suffixed " (retry)" when the result came from the retry-key cache; target
  * is "case/<id>" (a refused report: "case/new"; a merge: the merged case),
- * "member/<id>", "cluster/event" or "audit/checkpoint".
+ * "member/<id>", "cluster/event", "audit/checkpoint" or a federation target
+ * (see "federation" below).
  *
  * Checkpoint commands need role SYSTEM, ADMIN or AUDITOR (else
  * PERMISSION_DENIED) and return OK with no case:
@@ -609,5 +611,97 @@ int store_public_settings(struct store *s,
                           uint32_t *reopen_window_days,
                           uint32_t *duplicate_radius_m,
                           uint32_t *duplicate_window_hours);
+
+/* --- federation (fed.c) ---
+ *
+ * Tiers exchange messages through the transactional outbox (ARCHITECTURE.md
+ * "Federation"): a change that sends something writes an outbox row (link,
+ * seq from 1 without gaps, kind, packed payload) in its own apply
+ * transaction; the receiver applies a run of rows with a fed_inbound
+ * command and keeps per origin the highest seq applied, so a redelivery
+ * changes nothing. The local tier id is not stored: the node knows it from
+ * its configuration and puts it into the commands that need it, so apply
+ * stays a function of the log.
+ *
+ * Commands (refused ones change nothing):
+ * - fed_link_set (role ADMIN): add or replace a link (tier id 1..64 bytes
+ *   of [A-Za-z0-9._-], not "parent"; kind PARENT, CHILD or PEER; 1..8
+ *   endpoints "host:port"), or with remove drop it (NOT_FOUND if absent).
+ *   Apply cannot see the node's configuration file: the node merges these
+ *   links with its configured ones.
+ * - fed_assign_task (role SHIFT_LEADER or ADMIN): title 1..200 characters,
+ *   detail at most 4000, deadline after the command's time, 1..32 distinct
+ *   child tier ids, origin_tier set by the node to the local tier (else
+ *   INVALID_ARGUMENT). The task gets id "<origin_tier>/<n>" (n from 1), is
+ *   stored, and one "key_task" row per child goes to the outbox link named
+ *   by the child's tier id. res->ref is the task id.
+ * - fed_feedback (role SHIFT_LEADER or ADMIN): tier_id set by the node to
+ *   the local tier, status one of accepted, forwarded, in_progress, done,
+ *   rejected, note at most STORE_MAX_TEXT. The task must have been received
+ *   here (NOT_FOUND otherwise; FAILED_PRECONDITION for a task assigned here
+ *   or one whose child tiers do not name tier_id). The feedback (at = the
+ *   command's time) is kept with the task and a "task_feedback" row goes to
+ *   the link named by the task's origin tier. Audit checkpoints keep going
+ *   to the link "parent". res->ref is the task id.
+ * - fed_inbound (role SYSTEM): 1..STORE_FED_INBOUND_MAX envelopes of one
+ *   origin, each with a message of seq >= 1. In order, an envelope at or
+ *   below the origin's inbox seq is a duplicate (skipped), the next seq is
+ *   applied and advances the inbox, a later one is a gap: the rest is left
+ *   for the sender to resend. Effects by kind: "key_task" stores the task
+ *   as received (its id must start with "<origin>/"); "task_feedback" sets
+ *   the origin's latest feedback on a task assigned here that names it as
+ *   a child; "audit_checkpoint" stores the origin's signed tree head if its
+ *   signature verifies and its tree size is larger than the last one
+ *   witnessed. A message whose effect is refused (or of an unknown kind)
+ *   still advances the inbox, with a note, so a link never wedges.
+ *   res->message: "applied N, duplicates M[, stopped at gap S][; notes]";
+ *   res->version: the origin's inbox seq after the command (the node's
+ *   DeliverReply.applied_through).
+ * - fed_outbox_ack (role SYSTEM): link has applied every row through
+ *   `through`. The acked seq never moves backwards (a lower ack is OK and
+ *   changes nothing); an ack past the link's last row is
+ *   FAILED_PRECONDITION. Acked rows older than the newest
+ *   STORE_FED_OUTBOX_KEEP of the link are deleted in the same transaction.
+ *
+ * Audit targets: "fed/link/<tier>", "fed/task/<task id>" (a refused
+ * assignment: "fed/task/new"), "fed/inbox/<origin>", "fed/outbox/<link>".
+ *
+ * Reads: any thread, one read transaction each. */
+#define STORE_FED_TIER_MAX 64
+#define STORE_FED_TASK_ID_MAX (STORE_FED_TIER_MAX + 21)
+#define STORE_FED_INBOUND_MAX 1000
+#define STORE_FED_OUTBOX_KEEP 10000
+
+/* The links added at run time, in tier id order: *out is a malloc'd array
+ * of *n unpacked links (free each with cityops__v1__fed_link__free_unpacked,
+ * then the array). */
+int store_fed_links(struct store *s, Cityops__V1__FedLink ***out, size_t *n);
+
+/* The highest seq from @origin applied here (0: none). */
+int store_fed_inbox_through(struct store *s, const char *origin, uint64_t *seq);
+
+/* The outbox of @link: *acked the seq acknowledged through, *last_seq the
+ * highest seq written, *oldest_unacked_time the created_at of row acked + 1
+ * (0 if there is none). Any out may be NULL. */
+int store_fed_outbox_state(struct store *s,
+                           const char *link,
+                           uint64_t *acked,
+                           uint64_t *last_seq,
+                           int64_t *oldest_unacked_time);
+
+/* Every task assigned or received here, in task id order, with the latest
+ * feedback per child tier. overdue: the deadline is before @now_us and a
+ * child tier has no "done" or "rejected" feedback (for a received task:
+ * this tier's own feedback, the only one it sees). Caller frees *out with
+ * cityops__v1__fed_tasks_response__free_unpacked. */
+int store_fed_tasks(struct store *s,
+                    int64_t now_us,
+                    Cityops__V1__FedTasksResponse **out);
+
+/* The signed tree heads witnessed for @origin, by tree size. Caller frees
+ * *out with cityops__v1__checkpoint_list__free_unpacked. */
+int store_fed_witness_list(struct store *s,
+                           const char *origin,
+                           Cityops__V1__CheckpointList **out);
 
 #endif /* CITYOPS_STORE_H */

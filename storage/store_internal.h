@@ -38,6 +38,14 @@
  *                                                    -> lat, lon (f64 BE);
  *                 0xff, case id u64                  -> that case's key
  *                 (layouts in public.c)
+ *   fed_links     tier id (ASCII)                    -> packed FedLink
+ *   fed_tasks     task id (ASCII)                    -> 'A' (assigned here)
+ *                                                       or 'R' (received),
+ *                                                       packed FedTaskView
+ *   fed_inbox     origin tier id (ASCII)             -> highest seq u64
+ *   fed_witness   origin tier id, '\0', tree size u64
+ *                                                    -> packed Checkpoint
+ *   fed_acked     outbox link (ASCII)                -> acked seq u64
  *
  * An "index key" (drills, cluster_events) is meta key_base + the Raft
  * index: key_base is 0 until a restore, which sets it past every key of the
@@ -81,6 +89,11 @@ enum store_db {
     STORE_DB_IDX_TRACKING,
     STORE_DB_PUBLIC_FEED,
     STORE_DB_IDX_GEO,
+    STORE_DB_FED_LINKS,
+    STORE_DB_FED_TASKS,
+    STORE_DB_FED_INBOX,
+    STORE_DB_FED_WITNESS,
+    STORE_DB_FED_ACKED,
     STORE_DB_N,
 };
 
@@ -97,15 +110,18 @@ extern const char *const store_db_names[STORE_DB_N];
 #define STORE_META_KEY_BASE "key_base"
 #define STORE_META_CONFIG_VERSION "config_version"
 #define STORE_META_TICK "tick_time"
+#define STORE_META_FED_NEXT_TASK "fed_next_task"
 /* 2: the drills database and the cluster identity keys.
  * 3: configuration (config, config_history) and stage deadlines
  *    (idx_deadline).
  * 4: public reports (contacts, idx_tracking, public_feed, idx_geo); the
  *    upgrade builds the indexes and the feed from the stored cases and
  *    events (public_schema_upgrade()).
+ * 5: federation (fed_links, fed_tasks, fed_inbox, fed_witness, fed_acked);
+ *    they start empty.
  * An older environment is upgraded in place when opened for writing (the
  * new databases are created empty). */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 struct store_archive;
 
@@ -451,7 +467,9 @@ struct audit_target {
     uint64_t key;
     int has_before;
     uint8_t before[STORE_HASH_SIZE];
-    char name[48];
+    char name[128];
+    uint8_t skey[96]; /* skey_len > 0: the key is these bytes, not key */
+    size_t skey_len;
 };
 
 int audit_tree_load(struct store *s, MDB_txn *txn, struct audit_tree *t);
@@ -487,6 +505,33 @@ int audit_apply(struct store *s,
                 const Cityops__V1__Command *cmd,
                 struct audit_tree *t,
                 Cityops__V1__CommandResult *res);
+
+/* 1 if @cp carries a 64-byte Ed25519 signature by its own 32-byte key
+ * over its checkpoint message, 0 if not, STORE_NOMEM. */
+int audit_checkpoint_verify(const Cityops__V1__Checkpoint *cp);
+
+/* The transactional outbox (audit.c): append a row of @kind to @link's
+ * outbox with the next seq of that link (from 1, no gaps), created_at
+ * @time, raft_index @index and @payload packed. Links are at most
+ * STORE_OUTBOX_KEY_MAX - 9 bytes (STORE_INVALID otherwise). */
+#define STORE_OUTBOX_KEY_MAX 96
+int outbox_put(struct store *s,
+               MDB_txn *txn,
+               const char *link,
+               const char *kind,
+               int64_t time,
+               uint64_t index,
+               const ProtobufCMessage *payload);
+
+/* --- federation (fed.c) ---
+ * fed_op()/fed_apply(): fed_assign_task, fed_feedback, fed_inbound,
+ * fed_outbox_ack and fed_link_set; same contract as case_fsm_apply(). */
+int fed_op(const Cityops__V1__Command *cmd);
+int fed_apply(struct store *s,
+              MDB_txn *txn,
+              uint64_t index,
+              const Cityops__V1__Command *cmd,
+              Cityops__V1__CommandResult *res);
 
 /* Walk the whole trail of @s (a store or a view) in one read txn: each
  * record's key is its seq, its prev_hash is the hash of the record before
