@@ -8,8 +8,10 @@
  * - Outbox. Every message to another tier is an outbox row written by
  *   outbox_put() in the transaction of the command that caused it, so a
  *   change and its messages commit together or not at all. Rows are per
- *   link (the remote tier id; "parent" for the audit checkpoints audit.c
- *   queues), seq from 1 without gaps.
+ *   link, seq from 1 without gaps: a child's tier id for what goes down
+ *   (key tasks), "parent" for everything that goes up (feedback, and the
+ *   audit checkpoints audit.c queues), so that each receiver sees one
+ *   gapless sequence per origin.
  * - Inbox. fed_inbox keeps per origin the highest seq applied here. An
  *   inbound run is applied strictly in seq order: at or below it is a
  *   redelivery (skipped), the next one is applied and advances it, a later
@@ -622,7 +624,9 @@ static int feedback_send(struct store *s,
     fb.at = cmd->time;
     rv = task_save_feedback(s, txn, tag, v, &fb);
     if (rv == 0) {
-        rv = outbox_put(s, txn, origin, KIND_FEEDBACK, cmd->time, index,
+        /* one stream per (origin, destination): the parent's inbox keeps a
+         * single seq per child, and checkpoints already go to "parent" */
+        rv = outbox_put(s, txn, "parent", KIND_FEEDBACK, cmd->time, index,
                         &fb.base);
     }
     if (rv == 0 && store_str_set(&res->ref, f->task_id) != 0) {

@@ -641,8 +641,9 @@ int store_public_settings(struct store *s,
  *   here (NOT_FOUND otherwise; FAILED_PRECONDITION for a task assigned here
  *   or one whose child tiers do not name tier_id). The feedback (at = the
  *   command's time) is kept with the task and a "task_feedback" row goes to
- *   the link named by the task's origin tier. Audit checkpoints keep going
- *   to the link "parent". res->ref is the task id.
+ *   the link "parent", the one upward stream (audit checkpoints go there
+ *   too), so the parent sees one gapless seq from this tier. res->ref is
+ *   the task id.
  * - fed_inbound (role SYSTEM): 1..STORE_FED_INBOUND_MAX envelopes of one
  *   origin, each with a message of seq >= 1. In order, an envelope at or
  *   below the origin's inbox seq is a duplicate (skipped), the next seq is

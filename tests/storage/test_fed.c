@@ -537,10 +537,10 @@ static void test_feedback_reaches_the_origin_latest_per_child(void **state)
     cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
     assert_int_equal(feedback(f, R(ADMIN), PARENT "/1", CHILD, "done"),
                      RC(OK));
-    /* Sent to the origin by its tier id; "parent" holds only checkpoints. */
-    assert_int_equal(outbox_last(&f->c, PARENT), 2);
-    assert_int_equal(outbox_last(&f->c, "parent"), 0);
-    assert_int_equal(deliver(f, &f->c, PARENT, &f->p, CHILD, both, 2),
+    /* Up to the parent on the one upward stream, beside checkpoints. */
+    assert_int_equal(outbox_last(&f->c, "parent"), 2);
+    assert_int_equal(outbox_last(&f->c, PARENT), 0);
+    assert_int_equal(deliver(f, &f->c, "parent", &f->p, CHILD, both, 2),
                      RC(OK));
     assert_string_equal(f->res->message, "applied 2, duplicates 0");
     assert_int_equal(store_fed_tasks(f->p.s, f->time, &r), 0);
