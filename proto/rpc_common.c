@@ -76,9 +76,15 @@ void rpc_channel_args(grpc_channel_args *args, grpc_arg *slots, int max_msg)
         GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
         GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
         GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+        /* A peer that comes back (restart, failover, link outage) is
+         * reached within a second, not after grpc's default back-off of up
+         * to two minutes. */
+        GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+        GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+        GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
     };
     int values[RPC_N_CHANNEL_ARGS] = {
-        max_msg, max_msg, 30000, 10000, 10000, 1,
+        max_msg, max_msg, 30000, 10000, 10000, 1, 100, 100, 1000,
     };
 
     for (int i = 0; i < RPC_N_CHANNEL_ARGS; i++) {

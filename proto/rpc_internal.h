@@ -29,7 +29,7 @@ grpc_byte_buffer *rpc_bb_pack(const ProtobufCMessage *msg);
 /* Channel arguments shared by servers and clients: message size limits and
  * keepalive settings that do not trip the peer's too_many_pings guard. */
 void rpc_channel_args(grpc_channel_args *args, grpc_arg *slots, int max_msg);
-#define RPC_N_CHANNEL_ARGS 6
+#define RPC_N_CHANNEL_ARGS 9
 
 /* The contents of an rpc_tls's three files, NUL-terminated. */
 struct rpc_pem {
