@@ -82,6 +82,12 @@ static const struct opt_spec opt_specs[] = {
     {"duration", 1},
     {"keep", 0},
     {"data-dir", 1},
+    {"title", 1},
+    {"detail", 1},
+    {"child", 1},
+    {"status", 1},
+    {"endpoint", 1},
+    {"kind", 1},
     {"deadline-from", 1},
     {"deadline-to", 1},
     {"overdue", 0},
@@ -186,6 +192,17 @@ static const char usage_text[] =
     "  audit consistency M N                  consistency proof of two heads\n"
     "  cluster status [--digest] [--local]   members, raft state, indexes; "
     "* = leader\n"
+    "\n"
+    "Federation between tiers:\n"
+    "  fed links                              links: connected, backlog, lag,\n"
+    "                                         last error (ask the leader)\n"
+    "  fed tasks                              key tasks sent and received\n"
+    "  fed assign --title T --deadline T --child TIER [--child ...]\n"
+    "             [--detail D]                a key task down   [shift-leader]\n"
+    "  fed feedback TASK --status S [--note N]\n"
+    "                                         feedback up       [shift-leader]\n"
+    "  fed link add TIER --kind parent|child|peer --endpoint H:P [...]\n"
+    "  fed link remove TIER                   linked platforms  [admin]\n"
     "\n"
     "Disaster recovery [admin]:\n"
     "  backup create --out FILE               online consistent backup from "
@@ -574,6 +591,25 @@ static int options_check(const struct ops_ctl *ctl,
     return OPS_EXIT_OK;
 }
 
+/* The command groups: the options each subcommand takes, and its runner. */
+struct group {
+    const char *name;
+    const char *(*options)(const char *sub);
+    int (*run)(struct ops_ctl *ctl, const struct ops_args *a);
+};
+
+static const struct group groups[] = {
+    {"case", ctl_case_options, ctl_case_run},
+    {"cluster", ctl_cluster_options, ctl_cluster_run},
+    {"audit", ctl_audit_options, ctl_audit_run},
+    {"backup", ctl_backup_options, ctl_backup_run},
+    {"recover", ctl_recover_options, ctl_recover_run},
+    {"drill", ctl_drill_options, ctl_drill_run},
+    {"admin", ctl_admin_options, ctl_admin_run},
+    {"eval", ctl_eval_options, ctl_eval_run},
+    {"fed", ctl_fed_options, ctl_fed_run},
+};
+
 static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
 {
     const char *group = a->pos[0];
@@ -582,10 +618,14 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     char cmd[64];
     int rv;
 
-    if (strcmp(group, "case") != 0 && strcmp(group, "cluster") != 0 &&
-        strcmp(group, "audit") != 0 && strcmp(group, "backup") != 0 &&
-        strcmp(group, "recover") != 0 && strcmp(group, "drill") != 0 &&
-        strcmp(group, "admin") != 0 && strcmp(group, "eval") != 0) {
+    const struct group *g = NULL;
+
+    for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+        if (strcmp(groups[i].name, group) == 0) {
+            g = &groups[i];
+        }
+    }
+    if (g == NULL) {
         return ops_usage_error(ctl, "unknown command '%s'", group);
     }
     if (strcmp(group, "recover") == 0) {
@@ -595,21 +635,7 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     if (sub == NULL) {
         return ops_usage_error(ctl, "%s: which subcommand?", group);
     }
-    if (strcmp(group, "case") == 0) {
-        allowed = ctl_case_options(sub);
-    } else if (strcmp(group, "audit") == 0) {
-        allowed = ctl_audit_options(sub);
-    } else if (strcmp(group, "backup") == 0) {
-        allowed = ctl_backup_options(sub);
-    } else if (strcmp(group, "drill") == 0) {
-        allowed = ctl_drill_options(sub);
-    } else if (strcmp(group, "admin") == 0) {
-        allowed = ctl_admin_options(sub);
-    } else if (strcmp(group, "eval") == 0) {
-        allowed = ctl_eval_options(sub);
-    } else {
-        allowed = ctl_cluster_options(sub);
-    }
+    allowed = g->options(sub);
     if (allowed == NULL) {
         return ops_usage_error(ctl, "unknown command '%s %s'", group, sub);
     }
@@ -618,25 +644,7 @@ static int dispatch(struct ops_ctl *ctl, const struct ops_args *a)
     if (rv != OPS_EXIT_OK) {
         return rv;
     }
-    if (strcmp(group, "case") == 0) {
-        return ctl_case_run(ctl, a);
-    }
-    if (strcmp(group, "audit") == 0) {
-        return ctl_audit_run(ctl, a);
-    }
-    if (strcmp(group, "backup") == 0) {
-        return ctl_backup_run(ctl, a);
-    }
-    if (strcmp(group, "drill") == 0) {
-        return ctl_drill_run(ctl, a);
-    }
-    if (strcmp(group, "admin") == 0) {
-        return ctl_admin_run(ctl, a);
-    }
-    if (strcmp(group, "eval") == 0) {
-        return ctl_eval_run(ctl, a);
-    }
-    return ctl_cluster_run(ctl, a);
+    return g->run(ctl, a);
 }
 
 int main(int argc, char **argv)

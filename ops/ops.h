@@ -270,6 +270,9 @@ const char *ctl_drill_options(const char *sub);
 /* --- ctl_eval.c: cityctl eval (report, workload) --- */
 
 int ctl_eval_run(struct ops_ctl *ctl, const struct ops_args *a);
+/* --- ctl_fed.c: federation links and key tasks --- */
+int ctl_fed_run(struct ops_ctl *ctl, const struct ops_args *a);
+const char *ctl_fed_options(const char *sub);
 const char *ctl_eval_options(const char *sub);
 
 #endif /* CITYOPS_OPS_H */
