@@ -467,30 +467,14 @@ static void reset_handle(struct rpc_call *call,
 
 /* --- Drill service --- */
 
-struct drill_write {
-    struct node *n;
-    struct rpc_call *call;
-    Cityops__V1__Command cmd;
-};
-
-static void record_done(void *arg,
-                        int rv,
-                        const Cityops__V1__CommandResult *result,
-                        uint64_t leader_id)
+static int record_reply(struct node_write *w,
+                        const Cityops__V1__CommandResult *result)
 {
-    struct drill_write *w = arg;
     Cityops__V1__DrillRecordReply reply = CITYOPS__V1__DRILL_RECORD_REPLY__INIT;
 
-    if (rv != 0) {
-        node_answer_not_applied(w->n, w->call, rv, leader_id);
-    } else if (result->code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
-        rpc_call_fail(w->call, node_status_from_result(result->code),
-                      result->message);
-    } else {
-        reply.index = result->index;
-        rpc_call_reply(w->call, &reply.base);
-    }
-    free(w);
+    reply.index = result->index;
+    rpc_call_reply(w->call, &reply.base);
+    return 0;
 }
 
 static void record_handle(struct rpc_call *call,
@@ -500,36 +484,16 @@ static void record_handle(struct rpc_call *call,
     const struct node_handler *h = data;
     const Cityops__V1__DrillRecordRequest *req =
         (const Cityops__V1__DrillRecordRequest *)msg;
-    struct drill_write *w;
-    int rv;
+    const char *required = "ctx.actor_id and record are required";
 
-    if (req->ctx == NULL || req->ctx->actor_id == NULL ||
-        req->ctx->actor_id[0] == '\0' || req->record == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "ctx.actor_id and record are required");
+    if (req->record == NULL) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, required);
         return;
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    w->n = h->n;
-    w->call = call;
-    cityops__v1__command__init(&w->cmd);
-    w->cmd.actor_id = req->ctx->actor_id;
-    w->cmd.role = req->ctx->role; /* apply checks it */
-    w->cmd.client_id = req->ctx->client_id;
-    w->cmd.seq = req->ctx->seq;
-    w->cmd.op_case = CITYOPS__V1__COMMAND__OP_DRILL_RECORD;
-    w->cmd.drill_record = req->record;
-    rv = cons_submit(h->n->cons, &w->cmd,
-                     node_call_wait_ms(call, h->n->cfg.write_wait_ms),
-                     record_done, w);
-    if (rv != 0) {
-        free(w);
-        node_answer_not_applied(h->n, call, rv, 0);
-    }
+    /* the role goes with the command: apply checks it */
+    node_write_submit(h->n, call, req->ctx, required,
+                      CITYOPS__V1__COMMAND__OP_DRILL_RECORD, &req->record->base,
+                      sizeof(struct node_write), record_reply);
 }
 
 void node_dr_read(struct node *n, struct rpc_call *call, int kind)

@@ -251,6 +251,35 @@ static int h_call(struct node_http311 *h,
     return -1;
 }
 
+/* Write @req at @path as the public: actor "open311", role PUBLIC, and the
+ * retry key of the Idempotency-Key header, if any. @ctx is @req's ctx field:
+ * it points at this function's context during the call only. */
+static int h_write(struct node_http311 *h,
+                   struct MHD_Connection *conn,
+                   const char *path,
+                   ProtobufCMessage *req,
+                   Cityops__V1__RequestContext **ctx,
+                   const ProtobufCMessageDescriptor *resp_desc,
+                   ProtobufCMessage **resp,
+                   struct h_out *o)
+{
+    Cityops__V1__RequestContext c = CITYOPS__V1__REQUEST_CONTEXT__INIT;
+    char client[64];
+    int rv;
+
+    c.actor_id = "open311";
+    c.role = CITYOPS__V1__ROLE__ROLE_PUBLIC;
+    ctx_retry_key(
+        &c,
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key"),
+        client, sizeof client);
+    *ctx = &c;
+    rv = h_call(h, path, req, resp_desc, H_WRITE_MS, c.client_id != NULL, resp,
+                o);
+    *ctx = NULL;
+    return rv;
+}
+
 /* --- request parsing --- */
 
 /* One field of a POST body, form or JSON, after decoding: strings, and for
@@ -698,7 +727,6 @@ static void do_create(struct node_http311 *h,
 {
     Cityops__V1__PublicReportRequest req =
         CITYOPS__V1__PUBLIC_REPORT_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
     Cityops__V1__Contact contact = CITYOPS__V1__CONTACT__INIT;
     Cityops__V1__Media media[H_MEDIA_MAX];
     Cityops__V1__Media *mp[H_MEDIA_MAX];
@@ -706,7 +734,6 @@ static void do_create(struct node_http311 *h,
     struct h_form fm = {NULL, 0};
     const char *datum = NULL;
     char name[512];
-    char client[64];
     int form = 0;
     int has_lat = 0;
     int has_long = 0;
@@ -742,16 +769,8 @@ static void do_create(struct node_http311 *h,
     }
     req.media = mp;
     req.contact = &contact;
-    ctx.actor_id = "open311";
-    ctx.role = CITYOPS__V1__ROLE__ROLE_PUBLIC;
-    ctx_retry_key(&ctx,
-                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                              "Idempotency-Key"),
-                  client, sizeof client);
-    req.ctx = &ctx;
-    if (h_call(h, "/cityops.v1.Public/Create", &req.base,
-               &cityops__v1__public_report_reply__descriptor, H_WRITE_MS,
-               ctx.client_id != NULL, &resp, o) != 0) {
+    if (h_write(h, conn, "/cityops.v1.Public/Create", &req.base, &req.ctx,
+                &cityops__v1__public_report_reply__descriptor, &resp, o) != 0) {
         goto out;
     }
     create_reply((const Cityops__V1__PublicReportReply *)resp, o);
@@ -781,12 +800,10 @@ static void do_reopen(struct node_http311 *h,
                       struct h_out *o)
 {
     Cityops__V1__ReopenRequest req = CITYOPS__V1__REOPEN_REQUEST__INIT;
-    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
     Cityops__V1__Contact contact = CITYOPS__V1__CONTACT__INIT;
     ProtobufCMessage *resp = NULL;
     struct h_form fm = {NULL, 0};
     char name[512];
-    char client[64];
     int form = 0;
 
     if (body_fields(conn, r, &fm, &form, o) != 0 ||
@@ -796,16 +813,8 @@ static void do_reopen(struct node_http311 *h,
     }
     req.service_request_id = (char *)id;
     req.contact = &contact;
-    ctx.actor_id = "open311";
-    ctx.role = CITYOPS__V1__ROLE__ROLE_PUBLIC;
-    ctx_retry_key(&ctx,
-                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                              "Idempotency-Key"),
-                  client, sizeof client);
-    req.ctx = &ctx;
-    if (h_call(h, "/cityops.v1.Public/Reopen", &req.base,
-               &cityops__v1__public_reply__descriptor, H_WRITE_MS,
-               ctx.client_id != NULL, &resp, o) != 0) {
+    if (h_write(h, conn, "/cityops.v1.Public/Reopen", &req.base, &req.ctx,
+                &cityops__v1__public_reply__descriptor, &resp, o) != 0) {
         goto out;
     }
     o->status = 200;

@@ -103,6 +103,46 @@ void node_answer_not_applied(struct node *n,
                              int rv,
                              uint64_t leader_id);
 
+/* A write in flight (rpc_write.c): the Command submitted for @call. A method
+ * that keeps more state for its reply puts this struct first in its own and
+ * gives node_write_submit() that struct's size. */
+struct node_write;
+
+/* Loop thread: answer w->call for the applied @result (code OK; borrowed
+ * for the call only). Return 0 when done with @w, which is then freed, or
+ * NODE_WRITE_KEPT after taking @w over: the reply fn (or what it hands @w to)
+ * then answers the call and free()s @w. */
+#define NODE_WRITE_KEPT 1
+typedef int (*node_write_reply_fn)(struct node_write *w,
+                                   const Cityops__V1__CommandResult *result);
+
+struct node_write {
+    struct node *n;
+    struct rpc_call *call;
+    Cityops__V1__Command cmd;
+    node_write_reply_fn reply;
+};
+
+/* Submit a write for @call: a Command of oneof case @op over @req, with the
+ * actor, role and retry key (client_id, seq) of @ctx, waiting until the
+ * call's deadline (at most cfg.write_wait_ms). Any thread.
+ *
+ * A missing @ctx or ctx.actor_id fails the call with INVALID_ARGUMENT and
+ * the message @required. The Command borrows @req and the strings of @ctx:
+ * they must live as long as the call, as its request does. A @size-byte
+ * struct node_write (zeroed past the header) is allocated here and freed
+ * after the call is answered. A consensus error is answered with
+ * node_answer_not_applied(), a refused result with its status; an applied
+ * one goes to @reply. */
+void node_write_submit(struct node *n,
+                       struct rpc_call *call,
+                       const Cityops__V1__RequestContext *ctx,
+                       const char *required,
+                       int op,
+                       ProtobufCMessage *req,
+                       size_t size,
+                       node_write_reply_fn reply);
+
 /* Reads: the request's ReadOptions (field "read"), or NULL; and whether it
  * asks for a barrier first (LINEARIZABLE, or a min_index not applied yet). */
 const Cityops__V1__ReadOptions *node_read_options(const ProtobufCMessage *req);

@@ -10,36 +10,19 @@
 
 enum { ADMIN_GET = NODE_READ_ADMIN, ADMIN_HISTORY };
 
-struct admin_write {
-    struct node *n;
-    struct rpc_call *call;
-    Cityops__V1__Command cmd;
-};
-
-static void apply_done(void *arg,
-                       int rv,
-                       const Cityops__V1__CommandResult *result,
-                       uint64_t leader_id)
+static int apply_reply(struct node_write *w,
+                       const Cityops__V1__CommandResult *result)
 {
-    struct admin_write *w = arg;
     Cityops__V1__ConfigReply reply = CITYOPS__V1__CONFIG_REPLY__INIT;
 
-    if (rv != 0) {
-        node_answer_not_applied(w->n, w->call, rv, leader_id);
-    } else if (result->code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
-        rpc_call_fail(w->call, node_status_from_result(result->code),
-                      result->message);
-    } else {
-        reply.version = result->version;
-        reply.applied_index = result->index;
-        reply.changed = (uint32_t)w->cmd.config->n_changes;
-        clog(CLOG_INFO, "admin", "configuration version %llu (%zu changes) "
-                                 "by %s",
-             (unsigned long long)result->version, w->cmd.config->n_changes,
-             w->cmd.actor_id);
-        rpc_call_reply(w->call, &reply.base);
-    }
-    free(w);
+    reply.version = result->version;
+    reply.applied_index = result->index;
+    reply.changed = (uint32_t)w->cmd.config->n_changes;
+    clog(CLOG_INFO, "admin", "configuration version %llu (%zu changes) by %s",
+         (unsigned long long)result->version, w->cmd.config->n_changes,
+         w->cmd.actor_id);
+    rpc_call_reply(w->call, &reply.base);
+    return 0;
 }
 
 static void apply_handle(struct rpc_call *call,
@@ -48,36 +31,11 @@ static void apply_handle(struct rpc_call *call,
 {
     const struct node_handler *h = data;
     const Cityops__V1__ConfigBatch *req = (const Cityops__V1__ConfigBatch *)msg;
-    struct admin_write *w;
-    int rv;
 
-    if (req->ctx == NULL || req->ctx->actor_id == NULL ||
-        req->ctx->actor_id[0] == '\0') {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "ctx.actor_id is required");
-        return;
-    }
-    w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    w->n = h->n;
-    w->call = call;
-    cityops__v1__command__init(&w->cmd);
-    w->cmd.actor_id = req->ctx->actor_id;
-    w->cmd.role = req->ctx->role; /* apply refuses anything but ADMIN */
-    w->cmd.client_id = req->ctx->client_id;
-    w->cmd.seq = req->ctx->seq;
-    w->cmd.op_case = CITYOPS__V1__COMMAND__OP_CONFIG;
-    w->cmd.config = (Cityops__V1__ConfigBatch *)req;
-    rv = cons_submit(h->n->cons, &w->cmd,
-                     node_call_wait_ms(call, h->n->cfg.write_wait_ms),
-                     apply_done, w);
-    if (rv != 0) {
-        free(w);
-        node_answer_not_applied(h->n, call, rv, 0);
-    }
+    /* the role goes with the command: apply refuses anything but ADMIN */
+    node_write_submit(h->n, call, req->ctx, "ctx.actor_id is required",
+                      CITYOPS__V1__COMMAND__OP_CONFIG, (ProtobufCMessage *)msg,
+                      sizeof(struct node_write), apply_reply);
 }
 
 void node_admin_read(struct node *n, struct rpc_call *call, int kind)

@@ -60,9 +60,7 @@ static void fail_store(struct node *n,
 /* --- writes --- */
 
 struct pub_write {
-    struct node *n;
-    struct rpc_call *call;
-    Cityops__V1__Command cmd;
+    struct node_write w; /* first: node_write_submit() allocates us */
     /* after apply, for the reply */
     uint64_t case_id;
     uint64_t index;
@@ -88,9 +86,9 @@ static void duplicates_find(struct pub_write *w,
     if (!w->has_pos) {
         return;
     }
-    if (store_public_settings(w->n->store, NULL, &radius, &hours) != 0) {
+    if (store_public_settings(w->w.n->store, NULL, &radius, &hours) != 0) {
         clog(CLOG_WARN, "public", "public settings: %s",
-             store_errmsg(w->n->store));
+             store_errmsg(w->w.n->store));
     }
     memset(&q, 0, sizeof q);
     q.category_type = w->type;
@@ -102,10 +100,10 @@ static void duplicates_find(struct pub_write *w,
     q.since = w->reported - (int64_t)hours * 3600 * 1000000;
     q.exclude_case_id = w->case_id;
     q.max = PUB_DUPLICATES_MAX;
-    if (store_public_duplicates(w->n->store, &q, out, n) != 0) {
+    if (store_public_duplicates(w->w.n->store, &q, out, n) != 0) {
         /* hints are advice: the report itself was made */
         clog(CLOG_WARN, "public", "duplicate hints: %s",
-             store_errmsg(w->n->store));
+             store_errmsg(w->w.n->store));
         *out = NULL;
         *n = 0;
     }
@@ -120,13 +118,13 @@ static void write_reply_job(void *arg)
     size_t n_hints = 0;
     int rv;
 
-    rv = store_public_get_case(w->n->store, w->case_id, now_us(), &st, NULL);
+    rv = store_public_get_case(w->w.n->store, w->case_id, now_us(), &st, NULL);
     if (rv != 0) {
-        fail_store(w->n, w->call, rv, "public status");
+        fail_store(w->w.n, w->w.call, rv, "public status");
         free(w);
         return;
     }
-    if (w->cmd.op_case == CITYOPS__V1__COMMAND__OP_PUBLIC_REPORT) {
+    if (w->w.cmd.op_case == CITYOPS__V1__COMMAND__OP_PUBLIC_REPORT) {
         Cityops__V1__PublicReportReply reply =
             CITYOPS__V1__PUBLIC_REPORT_REPLY__INIT;
 
@@ -135,7 +133,7 @@ static void write_reply_job(void *arg)
         reply.possible_duplicates = hints;
         reply.n_possible_duplicates = n_hints;
         reply.applied_index = w->index;
-        rpc_call_reply(w->call, &reply.base);
+        rpc_call_reply(w->w.call, &reply.base);
         for (size_t i = 0; i < n_hints; i++) {
             cityops__v1__duplicate_hint__free_unpacked(hints[i], NULL);
         }
@@ -145,38 +143,22 @@ static void write_reply_job(void *arg)
 
         reply.request = st;
         reply.applied_index = w->index;
-        rpc_call_reply(w->call, &reply.base);
+        rpc_call_reply(w->w.call, &reply.base);
     }
     cityops__v1__public_status__free_unpacked(st, NULL);
     free(w);
 }
 
 /* Loop thread: copy what the reply needs, hand it to the reader thread. */
-static void write_done(void *arg,
-                       int rv,
-                       const Cityops__V1__CommandResult *result,
-                       uint64_t leader_id)
+static int write_reply(struct node_write *nw,
+                       const Cityops__V1__CommandResult *result)
 {
-    struct pub_write *w = arg;
-    const Cityops__V1__Case *c;
+    struct pub_write *w = (struct pub_write *)nw;
+    const Cityops__V1__Case *c = result->case_;
 
-    if (rv != 0) {
-        node_answer_not_applied(w->n, w->call, rv, leader_id);
-        free(w);
-        return;
-    }
-    if (result->code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
-        rpc_call_fail(w->call, node_status_from_result(result->code),
-                      result->message);
-        free(w);
-        return;
-    }
-    c = result->case_;
     if (c == NULL) {
-        rpc_call_fail(w->call, GRPC_STATUS_INTERNAL,
-                      "applied without a case");
-        free(w);
-        return;
+        rpc_call_fail(nw->call, GRPC_STATUS_INTERNAL, "applied without a case");
+        return 0;
     }
     w->case_id = c->case_id;
     w->index = result->index;
@@ -192,7 +174,8 @@ static void write_done(void *arg,
         w->lon = c->location->lon;
     }
     w->reported = c->times != NULL ? c->times->reported : 0;
-    node_reader_post(w->n, write_reply_job, w);
+    node_reader_post(nw->n, write_reply_job, w);
+    return NODE_WRITE_KEPT;
 }
 
 static void write_handle(struct rpc_call *call,
@@ -201,8 +184,8 @@ static void write_handle(struct rpc_call *call,
 {
     const struct node_handler *h = data;
     const Cityops__V1__RequestContext *ctx = NULL;
-    struct pub_write *w;
-    int rv;
+    const char *required =
+        "ctx.actor_id and ctx.role are required on every write";
 
     switch (h->op) {
     case CITYOPS__V1__COMMAND__OP_PUBLIC_REPORT:
@@ -215,43 +198,12 @@ static void write_handle(struct rpc_call *call,
         ctx = ((const Cityops__V1__RedactRequest *)req)->ctx;
         break;
     }
-    if (ctx == NULL || ctx->actor_id == NULL || ctx->actor_id[0] == '\0' ||
-        ctx->role == CITYOPS__V1__ROLE__ROLE_UNSPECIFIED) {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "ctx.actor_id and ctx.role are required on every write");
+    if (ctx != NULL && ctx->role == CITYOPS__V1__ROLE__ROLE_UNSPECIFIED) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, required);
         return;
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    w->n = h->n;
-    w->call = call;
-    cityops__v1__command__init(&w->cmd);
-    w->cmd.actor_id = ctx->actor_id;
-    w->cmd.role = ctx->role;
-    w->cmd.client_id = ctx->client_id;
-    w->cmd.seq = ctx->seq;
-    w->cmd.op_case = (Cityops__V1__Command__OpCase)h->op;
-    switch (h->op) {
-    case CITYOPS__V1__COMMAND__OP_PUBLIC_REPORT:
-        w->cmd.public_report = (Cityops__V1__PublicReportRequest *)req;
-        break;
-    case CITYOPS__V1__COMMAND__OP_REOPEN:
-        w->cmd.reopen = (Cityops__V1__ReopenRequest *)req;
-        break;
-    default:
-        w->cmd.redact = (Cityops__V1__RedactRequest *)req;
-        break;
-    }
-    rv = cons_submit(h->n->cons, &w->cmd,
-                     node_call_wait_ms(call, h->n->cfg.write_wait_ms),
-                     write_done, w);
-    if (rv != 0) {
-        free(w);
-        node_answer_not_applied(h->n, call, rv, 0);
-    }
+    node_write_submit(h->n, call, ctx, required, h->op, (ProtobufCMessage *)req,
+                      sizeof(struct pub_write), write_reply);
 }
 
 /* --- reads --- */

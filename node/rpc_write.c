@@ -4,7 +4,11 @@
  * the result becomes the reply; a follower forwards the call to the leader.
  *
  * The request stays owned by the call; the Command borrows it until the
- * consensus callback has run, which is also when the call is answered. */
+ * consensus callback has run, which is also when the call is answered.
+ * node_write_submit() is that path for every write method of the node
+ * (Cases here, Audit/Checkpoint, Drill/Record, Admin/Apply and the Public
+ * writes); each method adds only its oneof case and its reply. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,29 +17,20 @@
 #include "proto/clog.h"
 #include "node_internal.h"
 
-struct write {
-    struct node *n;
-    struct rpc_call *call;
-    Cityops__V1__Command cmd;
-};
-
 static void write_done(void *arg,
                        int rv,
                        const Cityops__V1__CommandResult *result,
                        uint64_t leader_id)
 {
-    struct write *w = arg;
+    struct node_write *w = arg;
 
     if (rv != 0) {
         node_answer_not_applied(w->n, w->call, rv, leader_id);
     } else if (result->code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
         rpc_call_fail(w->call, node_status_from_result(result->code),
                       result->message);
-    } else {
-        Cityops__V1__CaseReply reply = CITYOPS__V1__CASE_REPLY__INIT;
-        reply.case_ = result->case_;
-        reply.applied_index = result->index;
-        rpc_call_reply(w->call, &reply.base);
+    } else if (w->reply(w, result) == NODE_WRITE_KEPT) {
+        return;
     }
     free(w);
 }
@@ -99,45 +94,66 @@ static void set_op(Cityops__V1__Command *cmd, int op, ProtobufCMessage *req)
     case CITYOPS__V1__COMMAND__OP_SUPERVISE:
         cmd->supervise = (Cityops__V1__SuperviseRequest *)req;
         break;
+    case CITYOPS__V1__COMMAND__OP_CHECKPOINT:
+        cmd->checkpoint = (Cityops__V1__CheckpointRequest *)req;
+        break;
+    case CITYOPS__V1__COMMAND__OP_DRILL_RECORD:
+        cmd->drill_record = (Cityops__V1__DrillRecord *)req;
+        break;
+    case CITYOPS__V1__COMMAND__OP_CONFIG:
+        cmd->config = (Cityops__V1__ConfigBatch *)req;
+        break;
+    case CITYOPS__V1__COMMAND__OP_PUBLIC_REPORT:
+        cmd->public_report = (Cityops__V1__PublicReportRequest *)req;
+        break;
+    case CITYOPS__V1__COMMAND__OP_REOPEN:
+        cmd->reopen = (Cityops__V1__ReopenRequest *)req;
+        break;
+    case CITYOPS__V1__COMMAND__OP_REDACT:
+        cmd->redact = (Cityops__V1__RedactRequest *)req;
+        break;
     default: /* every CaseActionRequest op */
         cmd->accept = (Cityops__V1__CaseActionRequest *)req;
         break;
     }
 }
 
-static void write_handle(struct rpc_call *call,
-                         const ProtobufCMessage *req,
-                         void *data)
+static int ctx_has_actor(const Cityops__V1__RequestContext *ctx)
 {
-    const struct node_handler *h = data;
-    struct node *n = h->n;
-    const Cityops__V1__RequestContext *ctx = request_ctx(req);
-    struct write *w;
+    return ctx != NULL && ctx->actor_id != NULL && ctx->actor_id[0] != '\0';
+}
+
+void node_write_submit(struct node *n,
+                       struct rpc_call *call,
+                       const Cityops__V1__RequestContext *ctx,
+                       const char *required,
+                       int op,
+                       ProtobufCMessage *req,
+                       size_t size,
+                       node_write_reply_fn reply)
+{
+    struct node_write *w;
     int rv;
 
-    if (ctx == NULL || ctx->actor_id == NULL || ctx->actor_id[0] == '\0') {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "ctx.actor_id is required on every write");
+    assert(size >= sizeof *w && reply != NULL);
+    if (!ctx_has_actor(ctx)) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, required);
         return;
     }
-    if (ctx->role == CITYOPS__V1__ROLE__ROLE_UNSPECIFIED) {
-        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                      "ctx.role is required on every write");
-        return;
-    }
-    w = calloc(1, sizeof *w);
+    w = calloc(1, size);
     if (w == NULL) {
         rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     w->n = n;
     w->call = call;
+    w->reply = reply;
     cityops__v1__command__init(&w->cmd);
     w->cmd.actor_id = ctx->actor_id;
     w->cmd.role = ctx->role;
     w->cmd.client_id = ctx->client_id;
     w->cmd.seq = ctx->seq;
-    set_op(&w->cmd, h->op, (ProtobufCMessage *)req);
+    set_op(&w->cmd, op, req);
     rv = cons_submit(n->cons, &w->cmd,
                      node_call_wait_ms(call, n->cfg.write_wait_ms), write_done,
                      w);
@@ -145,6 +161,34 @@ static void write_handle(struct rpc_call *call,
         free(w);
         node_answer_not_applied(n, call, rv, 0);
     }
+}
+
+static int case_reply(struct node_write *w,
+                      const Cityops__V1__CommandResult *result)
+{
+    Cityops__V1__CaseReply reply = CITYOPS__V1__CASE_REPLY__INIT;
+
+    reply.case_ = result->case_;
+    reply.applied_index = result->index;
+    rpc_call_reply(w->call, &reply.base);
+    return 0;
+}
+
+static void
+write_handle(struct rpc_call *call, const ProtobufCMessage *req, void *data)
+{
+    const struct node_handler *h = data;
+    const Cityops__V1__RequestContext *ctx = request_ctx(req);
+
+    if (ctx_has_actor(ctx) &&
+        ctx->role == CITYOPS__V1__ROLE__ROLE_UNSPECIFIED) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "ctx.role is required on every write");
+        return;
+    }
+    node_write_submit(
+        h->n, call, ctx, "ctx.actor_id is required on every write", h->op,
+        (ProtobufCMessage *)req, sizeof(struct node_write), case_reply);
 }
 
 #define REQ(name) &cityops__v1__##name##__descriptor

@@ -1529,6 +1529,24 @@ static int check_tracking_no(Cityops__V1__CommandResult *res, const char *v)
     return check_text(res, "service_request_id", v, TRACKING_MAX, 0);
 }
 
+/* What reopen and redact both carry: an actor, the report's tracking
+ * number and a reason. */
+static int check_report_action(const Cityops__V1__Command *cmd,
+                               Cityops__V1__CommandResult *res,
+                               const char *tracking_no,
+                               const char *reason)
+{
+    int rv = check_actor(cmd, res);
+
+    if (rv == 0) {
+        rv = check_tracking_no(res, tracking_no);
+    }
+    if (rv == 0) {
+        rv = check_text(res, "reason", reason, STORE_MAX_TEXT, 1);
+    }
+    return rv;
+}
+
 static int apply_reopen(struct store *s,
                         MDB_txn *txn,
                         uint64_t index,
@@ -1541,13 +1559,7 @@ static int apply_reopen(struct store *s,
     int match = 0;
     int rv;
 
-    rv = check_actor(cmd, res);
-    if (rv == 0) {
-        rv = check_tracking_no(res, r->service_request_id);
-    }
-    if (rv == 0) {
-        rv = check_text(res, "reason", r->reason, STORE_MAX_TEXT, 1);
-    }
+    rv = check_report_action(cmd, res, r->service_request_id, r->reason);
     if (rv == 0) {
         rv = check_contact(res, r->contact);
     }
@@ -1604,13 +1616,7 @@ static int apply_redact(struct store *s,
     uint8_t k[8];
     int rv;
 
-    rv = check_actor(cmd, res);
-    if (rv == 0) {
-        rv = check_tracking_no(res, r->service_request_id);
-    }
-    if (rv == 0) {
-        rv = check_text(res, "reason", r->reason, STORE_MAX_TEXT, 1);
-    }
+    rv = check_report_action(cmd, res, r->service_request_id, r->reason);
     if (rv == 0 && str0(r->reason)[0] == '\0') {
         rv = fail(res, RC_INVALID, "redact: reason required");
     }
@@ -1861,41 +1867,13 @@ static int applied_get(struct store *s, MDB_txn *txn, uint64_t *applied)
     return rv;
 }
 
-int store_public_get(struct store *s,
-                     const char *tracking_no,
-                     int64_t now_us,
-                     Cityops__V1__PublicStatus **out,
-                     uint64_t *applied)
-{
-    Cityops__V1__Case *c = NULL;
-    MDB_txn *txn;
-    uint64_t id = 0;
-    int rv;
-
-    rv = store_read_begin(s, &txn);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = applied_get(s, txn, applied);
-    if (rv == 0) {
-        rv = tracking_lookup(s, txn, str0(tracking_no), &id);
-    }
-    if (rv == 0) {
-        rv = store_case_load(s, txn, id, &c);
-    }
-    if (rv == 0) {
-        rv = status_build(s, txn, c, now_us, out);
-        cityops__v1__case__free_unpacked(c, NULL);
-    }
-    store_read_end(s, txn);
-    return rv;
-}
-
-int store_public_get_case(struct store *s,
-                          uint64_t case_id,
-                          int64_t now_us,
-                          Cityops__V1__PublicStatus **out,
-                          uint64_t *applied)
+/* The public status of the case of @tracking_no, or if NULL of @case_id. */
+static int public_get(struct store *s,
+                      const char *tracking_no,
+                      uint64_t case_id,
+                      int64_t now_us,
+                      Cityops__V1__PublicStatus **out,
+                      uint64_t *applied)
 {
     Cityops__V1__Case *c = NULL;
     MDB_txn *txn;
@@ -1906,6 +1884,9 @@ int store_public_get_case(struct store *s,
         return rv;
     }
     rv = applied_get(s, txn, applied);
+    if (rv == 0 && tracking_no != NULL) {
+        rv = tracking_lookup(s, txn, tracking_no, &case_id);
+    }
     if (rv == 0) {
         rv = store_case_load(s, txn, case_id, &c);
     }
@@ -1915,6 +1896,24 @@ int store_public_get_case(struct store *s,
     }
     store_read_end(s, txn);
     return rv;
+}
+
+int store_public_get(struct store *s,
+                     const char *tracking_no,
+                     int64_t now_us,
+                     Cityops__V1__PublicStatus **out,
+                     uint64_t *applied)
+{
+    return public_get(s, str0(tracking_no), 0, now_us, out, applied);
+}
+
+int store_public_get_case(struct store *s,
+                          uint64_t case_id,
+                          int64_t now_us,
+                          Cityops__V1__PublicStatus **out,
+                          uint64_t *applied)
+{
+    return public_get(s, NULL, case_id, now_us, out, applied);
 }
 
 /* Cursors are the hex of the last feed key returned. */
