@@ -17,6 +17,10 @@
  *              restore; "" = off)
  *   [drill]    allow_faults (true | false: Drill/Fault may inject faults)
  *   [public]   http_address (Open311 HTTP/JSON, IPv4 host:port; "" = off)
+ *   [federation] tier_id, listen (mutual-TLS port), ca, cert, key (PEM
+ *              files), retry_ms, link = TIER parent|child|peer
+ *              HOST:PORT[,HOST:PORT...] (the remote cluster's federation
+ *              addresses; one line per linked platform)
  *   [cases]    tick_ms (how often the leader proposes a clock tick that
  *              marks overdue stages; default 60000)
  */
@@ -92,6 +96,72 @@ static int parse_member(struct node_config *cfg, const char *value)
         return -1;
     }
     cfg->n_members++;
+    return 0;
+}
+
+static int tier_ok(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n == 0 || n >= NODE_TIER_SIZE) {
+        return 0;
+    }
+    for (; *t != '\0'; t++) {
+        if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') ||
+              (*t >= '0' && *t <= '9') || *t == '.' || *t == '_' ||
+              *t == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* link = TIER KIND HOST:PORT[,HOST:PORT...] */
+static int parse_link(struct node_config *cfg, const char *value)
+{
+    struct node_link *l;
+    char kind[16];
+    char eps[4 * NODE_ADDRESS_SIZE];
+    char extra[8] = "";
+    char *save = NULL;
+    char *tok;
+    int n;
+
+    if (cfg->n_links >= NODE_MAX_LINKS) {
+        return -1;
+    }
+    l = &cfg->links[cfg->n_links];
+    memset(l, 0, sizeof *l);
+    n = sscanf(value, "%64s %15s %255s %7s", l->tier_id, kind, eps, extra);
+    if (n != 3 || !tier_ok(l->tier_id)) {
+        return -1;
+    }
+    if (strcmp(kind, "parent") == 0) {
+        l->kind = 1;
+    } else if (strcmp(kind, "child") == 0) {
+        l->kind = 2;
+    } else if (strcmp(kind, "peer") == 0) {
+        l->kind = 3;
+    } else {
+        return -1;
+    }
+    for (tok = strtok_r(eps, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (l->n_endpoints == 4 || strlen(tok) >= NODE_ADDRESS_SIZE ||
+            strchr(tok, ':') == NULL) {
+            return -1;
+        }
+        strcpy(l->endpoints[l->n_endpoints++], tok);
+    }
+    if (l->n_endpoints == 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_links; i++) {
+        if (strcmp(cfg->links[i].tier_id, l->tier_id) == 0) {
+            return -1;
+        }
+    }
+    cfg->n_links++;
     return 0;
 }
 
@@ -188,6 +258,22 @@ static int handle(void *user, const char *section, const char *key,
         cfg->backup_keep = (unsigned)v;
     } else if (IS("backup", "archive_dir")) {
         bad = copy_str(cfg->archive_dir, sizeof cfg->archive_dir, value);
+    } else if (IS("federation", "tier_id")) {
+        bad = !tier_ok(value) ||
+              copy_str(cfg->tier_id, sizeof cfg->tier_id, value);
+    } else if (IS("federation", "listen")) {
+        bad = copy_str(cfg->fed_listen, sizeof cfg->fed_listen, value);
+    } else if (IS("federation", "ca")) {
+        bad = copy_str(cfg->fed_ca, sizeof cfg->fed_ca, value);
+    } else if (IS("federation", "cert")) {
+        bad = copy_str(cfg->fed_cert, sizeof cfg->fed_cert, value);
+    } else if (IS("federation", "key")) {
+        bad = copy_str(cfg->fed_key, sizeof cfg->fed_key, value);
+    } else if (IS("federation", "retry_ms")) {
+        bad = parse_uint(value, 600000, &v) != 0 || v < 50;
+        cfg->fed_retry_ms = (unsigned)v;
+    } else if (IS("federation", "link")) {
+        bad = parse_link(cfg, value);
     } else if (IS("cases", "tick_ms")) {
         bad = parse_uint(value, 3600000, &v) != 0 || v < 100;
         cfg->tick_ms = (unsigned)v;
@@ -247,6 +333,13 @@ static int check(struct node_config *cfg, char *err, size_t err_size)
                  cfg->election_ms, cfg->heartbeat_ms);
         return NODE_CONFIG;
     }
+    if (cfg->fed_listen[0] != '\0' &&
+        (cfg->tier_id[0] == '\0' || cfg->fed_ca[0] == '\0' ||
+         cfg->fed_cert[0] == '\0' || cfg->fed_key[0] == '\0')) {
+        snprintf(err, err_size, "[federation] listen needs tier_id, ca, "
+                                "cert and key (mutual TLS only)");
+        return NODE_CONFIG;
+    }
     if (cfg->backup_dir[0] == '\0' &&
         snprintf(cfg->backup_dir, sizeof cfg->backup_dir, "%s/backups",
                  cfg->data_dir) >= (int)sizeof cfg->backup_dir) {
@@ -277,6 +370,7 @@ int node_config_load(const char *path,
     cfg->checkpoint_every = 1000;
     cfg->backup_keep = 7;
     cfg->tick_ms = 60000;
+    cfg->fed_retry_ms = 500;
     cfg->sync_interval_ms = 100;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);

@@ -238,6 +238,7 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     node_eval_methods_add(n);
     node_admin_methods_add(n);
     node_public_methods_add(n);
+    node_fed_methods_add(n);
     memset(&sc, 0, sizeof sc);
     sc.address = cfg->grpc_address;
     sc.methods = n->methods;
@@ -258,6 +259,14 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     }
     rv = node_http311_start(n, *grpc_port, &n->http311);
     if (rv != 0) {
+        node_ticker_stop(n->ticker);
+        node_signer_stop(n->signer);
+        goto err_stop_rpc;
+    }
+    rv = node_fed_start(n, &n->fed);
+    if (rv != 0) {
+        node_fed_stop(n->fed);
+        node_http311_stop(n->http311);
         node_ticker_stop(n->ticker);
         node_signer_stop(n->signer);
         goto err_stop_rpc;
@@ -308,6 +317,7 @@ int node_stop(struct node *n)
      * pending proposals are answered UNAVAILABLE, so the server's calls all
      * finish within its grace period. */
     node_http311_stop(n->http311); /* it calls gRPC: before the server */
+    node_fed_stop(n->fed);         /* it proposes: before Raft */
     node_signer_stop(n->signer); /* it proposes: stop it before Raft */
     node_ticker_stop(n->ticker);
     rpc_server_shutdown(n->rpc);
@@ -321,6 +331,7 @@ int node_stop(struct node *n)
     }
     node_backups_stop(n->backups); /* it reads the store: before closing it */
     node_ticker_free(n->ticker);
+    node_fed_free(n->fed);
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);

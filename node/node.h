@@ -29,6 +29,17 @@ struct node_member {
     char zone[CONS_ZONE_SIZE];
 };
 
+#define NODE_MAX_LINKS 16
+#define NODE_TIER_SIZE 65
+
+/* A federation link from the config file ([federation] link = ...). */
+struct node_link {
+    char tier_id[NODE_TIER_SIZE];
+    int kind; /* Cityops__V1__LinkKind */
+    char endpoints[4][NODE_ADDRESS_SIZE];
+    size_t n_endpoints;
+};
+
 struct node_config {
     uint64_t id;
     char name[64];
@@ -55,6 +66,15 @@ struct node_config {
     int drill_allow_faults;
     char public_http_address[NODE_ADDRESS_SIZE]; /* Open311; "" = off */
     unsigned tick_ms; /* [cases] tick_ms: overdue detection period */
+    /* [federation]: off unless tier_id and listen are set */
+    char tier_id[NODE_TIER_SIZE];
+    char fed_listen[NODE_ADDRESS_SIZE];
+    char fed_ca[NODE_PATH_SIZE];
+    char fed_cert[NODE_PATH_SIZE];
+    char fed_key[NODE_PATH_SIZE];
+    unsigned fed_retry_ms; /* delivery retry / poll period */
+    struct node_link links[NODE_MAX_LINKS];
+    size_t n_links;
     size_t n_members;
     struct node_member members[CONS_MAX_MEMBERS];
 };

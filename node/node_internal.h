@@ -40,6 +40,7 @@ struct node {
     struct node_reader *reader;
     struct node_backups *backups;
     struct node_ticker *ticker;
+    struct node_fed *fed;
     struct node_http311 *http311; /* NULL: [public] http_address off */
     int dr_recovered;         /* started with recover: record it as leader */
     int dr_init_inflight;     /* a ClusterInit is being proposed */
@@ -156,6 +157,16 @@ void node_read_handle(struct rpc_call *call,
                       const ProtobufCMessage *req,
                       void *data);
 void node_audit_read(struct node *n, struct rpc_call *call, int kind);
+/* Federation (fed.c): the mutual-TLS Deliver server and the leader's
+ * sender. stop() before cons_stop() (the sender proposes), free() after. */
+struct node_fed;
+int node_fed_start(struct node *n, struct node_fed **out);
+void node_fed_stop(struct node_fed *f);
+void node_fed_free(struct node_fed *f);
+void node_fed_methods_add(struct node *n);
+/* Kinds from NODE_READ_FED on: node_fed_read() (fed.c). */
+#define NODE_READ_FED 600
+void node_fed_read(struct node *n, struct rpc_call *call, int kind);
 /* Kinds from NODE_READ_ADMIN on: node_admin_read() (rpc_admin.c). */
 #define NODE_READ_ADMIN 300
 void node_admin_read(struct node *n, struct rpc_call *call, int kind);

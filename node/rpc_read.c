@@ -117,6 +117,10 @@ static void read_run(struct node *n, struct rpc_call *call, int kind)
         node_public_read(n, call, kind);
         return;
     }
+    if (kind >= NODE_READ_FED && kind < NODE_READ_FED + 100) {
+        node_fed_read(n, call, kind);
+        return;
+    }
     if (kind >= NODE_READ_ADMIN && kind < NODE_READ_ADMIN + 100) {
         node_admin_read(n, call, kind);
         return;
