@@ -1193,6 +1193,15 @@ static const struct fsm_op op_reopen = {EVT(REOPEN),
                                         0,
                                         NULL,
                                         reopen_apply};
+/* 跨界移交: the case leaves for a peer tier (federation, fed.c). */
+static const struct fsm_op op_transfer_out = {EVT(TRANSFER_OUT),
+                                              "TRANSFER_OUT",
+                                              ROLE(SHIFT_LEADER),
+                                              ST_OPEN,
+                                              TO(TRANSFERRED_OUT),
+                                              0,
+                                              NULL,
+                                              NULL};
 
 /* Pick the op and its shared fields out of the command's oneof. */
 static const struct fsm_op *op_decode(const Cityops__V1__Command *cmd,
@@ -1456,6 +1465,9 @@ static int fsm_tick(struct fsm *f)
     } else {
         rv = 0;
     }
+    if (rv == 0) {
+        rv = fed_on_tick(f->s, f->txn, f->index, f->cmd);
+    }
     return rv;
 }
 
@@ -1477,6 +1489,50 @@ int case_fsm_reopen(struct store *s,
         rv = fsm_case_event(&f, &op_reopen, &a);
     }
     return rv == FSM_REFUSED ? 0 : rv;
+}
+
+int case_fsm_transfer_out(struct store *s,
+                          MDB_txn *txn,
+                          uint64_t index,
+                          const Cityops__V1__Command *cmd,
+                          uint64_t case_id,
+                          const char *reason,
+                          Cityops__V1__CommandResult *res)
+{
+    struct fsm f = {s, txn, index, cmd, res};
+    struct fsm_args a = {case_id, reason, 0, NULL};
+    int rv;
+
+    res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
+    rv = cmd_validate(&f);
+    if (rv == 0) {
+        rv = fsm_case_event(&f, &op_transfer_out, &a);
+    }
+    return rv == FSM_REFUSED ? 0 : rv;
+}
+
+int case_remote_ref_set(struct store *s,
+                        MDB_txn *txn,
+                        uint64_t index,
+                        uint64_t case_id,
+                        const char *ref)
+{
+    Cityops__V1__Case *c = NULL;
+    struct store_case_ix old;
+    int rv;
+
+    rv = store_case_load(s, txn, case_id, &c);
+    if (rv != 0) {
+        return rv;
+    }
+    store_case_ix_capture(c, &old);
+    rv = store_str_set(&c->remote_ref, ref);
+    if (rv == 0) {
+        c->last_index = index;
+        rv = store_case_save(s, txn, &old, c);
+    }
+    cityops__v1__case__free_unpacked(c, NULL);
+    return rv;
 }
 
 int case_fsm_apply(struct store *s,

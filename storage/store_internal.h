@@ -46,6 +46,10 @@
  *   fed_witness   origin tier id, '\0', tree size u64
  *                                                    -> packed Checkpoint
  *   fed_acked     outbox link (ASCII)                -> acked seq u64
+ *   fed_subs      topic, '\0', subscriber tier id    -> the outbox link
+ *                                                       to it (ASCII)
+ *   fed_received  origin tier id, '\0', topic, '\0', key
+ *                                                    -> packed Publication
  *
  * An "index key" (drills, cluster_events) is meta key_base + the Raft
  * index: key_base is 0 until a restore, which sets it past every key of the
@@ -94,6 +98,8 @@ enum store_db {
     STORE_DB_FED_INBOX,
     STORE_DB_FED_WITNESS,
     STORE_DB_FED_ACKED,
+    STORE_DB_FED_SUBS,
+    STORE_DB_FED_RECEIVED,
     STORE_DB_N,
 };
 
@@ -119,9 +125,11 @@ extern const char *const store_db_names[STORE_DB_N];
  *    events (public_schema_upgrade()).
  * 5: federation (fed_links, fed_tasks, fed_inbox, fed_witness, fed_acked);
  *    they start empty.
+ * 6: federation subscriptions and publications (fed_subs, fed_received);
+ *    they start empty.
  * An older environment is upgraded in place when opened for writing (the
  * new databases are created empty). */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 struct store_archive;
 
@@ -291,6 +299,28 @@ int case_fsm_report(struct store *s,
                     const Cityops__V1__Command *cmd,
                     const Cityops__V1__ReportRequest *r,
                     Cityops__V1__CommandResult *res);
+
+/* 跨界移交 (federation): the open case @case_id goes to TRANSFERRED_OUT
+ * with a TRANSFER_OUT event (@reason), by role SHIFT_LEADER, through the
+ * same path as every case event (indexes, clocks, evaluation, public
+ * feed). Same contract as case_fsm_apply(); on OK res->case_ holds the
+ * case. */
+int case_fsm_transfer_out(struct store *s,
+                          MDB_txn *txn,
+                          uint64_t index,
+                          const Cityops__V1__Command *cmd,
+                          uint64_t case_id,
+                          const char *reason,
+                          Cityops__V1__CommandResult *res);
+
+/* Set the stored case's remote_ref (the other tier's "<tier>/<id>"), with
+ * no event: a reference, not a change of the case. STORE_NOTFOUND if there
+ * is no such case. */
+int case_remote_ref_set(struct store *s,
+                        MDB_txn *txn,
+                        uint64_t index,
+                        uint64_t case_id,
+                        const char *ref);
 
 /* --- configuration (config.c) ---
  * config_apply(): a `config` command (ConfigBatch) as one new version; same
@@ -525,8 +555,17 @@ int outbox_put(struct store *s,
 
 /* --- federation (fed.c) ---
  * fed_op()/fed_apply(): fed_assign_task, fed_feedback, fed_inbound,
- * fed_outbox_ack and fed_link_set; same contract as case_fsm_apply(). */
+ * fed_outbox_ack, fed_link_set, fed_forward_task, fed_task_to_case,
+ * fed_handover, fed_subscribe and fed_publish; same contract as
+ * case_fsm_apply(). fed_on_tick(): from the case clock's TICK (@cmd):
+ * key tasks whose deadline passed with a child's final feedback missing
+ * are marked supervised, once, and each late child gets a
+ * "task_supervise" message. 0 or a STORE_* code. */
 int fed_op(const Cityops__V1__Command *cmd);
+int fed_on_tick(struct store *s,
+                MDB_txn *txn,
+                uint64_t index,
+                const Cityops__V1__Command *cmd);
 int fed_apply(struct store *s,
               MDB_txn *txn,
               uint64_t index,
