@@ -372,6 +372,26 @@ static void fed_target(const Cityops__V1__Command *cmd,
         fed_target_set(tg, STORE_DB_FED_ACKED, "outbox",
                        str0(cmd->fed_outbox_ack->link));
         break;
+    case CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK:
+        fed_target_set(tg, STORE_DB_FED_TASKS, "task",
+                       str0(cmd->fed_forward_task->task_id));
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE:
+        fed_target_set(tg, STORE_DB_FED_TASKS, "task",
+                       str0(cmd->fed_task_to_case->task_id));
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
+        target_set(tg, STORE_DB_CASES, cmd->fed_handover->case_id, "case");
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
+        /* only an outbox row is written: named, nothing to hash */
+        snprintf(tg->name, sizeof(tg->name), "fed/subscribe/%.64s",
+                 str0(cmd->fed_subscribe->publisher_tier));
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
+        snprintf(tg->name, sizeof(tg->name), "fed/publish/%.64s",
+                 str0(cmd->fed_publish->topic));
+        break;
     default:
         fed_target_set(tg, STORE_DB_FED_LINKS, "link",
                        ls->link != NULL ? str0(ls->link->tier_id) : "");
@@ -435,6 +455,11 @@ int audit_target_begin(struct store *s,
     case CITYOPS__V1__COMMAND__OP_FED_INBOUND:
     case CITYOPS__V1__COMMAND__OP_FED_OUTBOX_ACK:
     case CITYOPS__V1__COMMAND__OP_FED_LINK_SET:
+    case CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK:
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE:
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
+    case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
+    case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
         fed_target(cmd, tg);
         if (tg->db < 0) {
             return 0;

@@ -57,6 +57,17 @@
 #define KIND_KEY_TASK "key_task"
 #define KIND_FEEDBACK "task_feedback"
 #define KIND_CHECKPOINT "audit_checkpoint"
+#define KIND_SUPERVISE "task_supervise"
+#define KIND_HANDOVER "case_handover"
+#define KIND_HANDOVER_ACK "handover_ack"
+#define KIND_SUBSCRIBE "subscribe"
+#define KIND_PUBLICATION "publication"
+
+#define FED_TOPIC_MAX 64
+#define FED_KEY_MAX 64
+#define FED_TYPE_MAX 128
+#define FED_PAYLOAD_MAX (256 * 1024)
+#define FED_TICK_MAX 1000
 
 static const char *const feedback_statuses[] = {
     "accepted", "forwarded", "in_progress", "done", "rejected",
@@ -75,6 +86,11 @@ int fed_op(const Cityops__V1__Command *cmd)
     case CITYOPS__V1__COMMAND__OP_FED_INBOUND:
     case CITYOPS__V1__COMMAND__OP_FED_OUTBOX_ACK:
     case CITYOPS__V1__COMMAND__OP_FED_LINK_SET:
+    case CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK:
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE:
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
+    case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
+    case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
         return 1;
     default:
         return 0;
@@ -152,6 +168,65 @@ static int status_ok(const char *status)
     for (size_t i = 0; i < n; i++) {
         if (strcmp(str0(status), feedback_statuses[i]) == 0) {
             return 1;
+        }
+    }
+    return 0;
+}
+
+/* A topic or publication key: 1..@max printable ASCII bytes, no space. */
+static int name_ok(const char *v, size_t max)
+{
+    size_t n = strlen(str0(v));
+
+    if (n == 0 || n > max) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] <= ' ' || v[i] > '~') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int task_id_ok(const char *id)
+{
+    size_t n = strlen(str0(id));
+
+    return n > 0 && n <= STORE_FED_TASK_ID_MAX;
+}
+
+static int list_has(char *const *list, size_t n, const char *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(str0(list[i]), v) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1..FED_CHILDREN_MAX distinct tier ids, none of them @self. */
+static int children_check(char *const *children,
+                          size_t n,
+                          const char *self,
+                          Cityops__V1__CommandResult *res)
+{
+    if (n == 0 || n > FED_CHILDREN_MAX) {
+        return store_result_fail(res, RC_INVALID,
+                                 "a task needs 1 to 32 child tiers");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *c = children[i];
+
+        if (!tier_ok(c) || strcmp(c, self) == 0) {
+            return store_result_fail(res, RC_INVALID,
+                                     "child tiers must be tier ids other "
+                                     "than the origin");
+        }
+        if (list_has(children, i, c)) {
+            return store_result_fail(res, RC_INVALID,
+                                     "child tiers must be distinct");
         }
     }
     return 0;
@@ -349,12 +424,17 @@ static void task_copy(Cityops__V1__KeyTask *dst,
 
 static int names_tier(const Cityops__V1__KeyTask *t, const char *tier)
 {
-    for (size_t i = 0; i < t->n_child_tiers; i++) {
-        if (strcmp(str0(t->child_tiers[i]), tier) == 0) {
-            return 1;
-        }
-    }
-    return 0;
+    return list_has(t->child_tiers, t->n_child_tiers, tier);
+}
+
+static int task_save(struct store *s,
+                     MDB_txn *txn,
+                     char tag,
+                     const Cityops__V1__FedTaskView *v)
+{
+    MDB_val k = str_key(v->task->task_id);
+
+    return packed_put(s, txn, STORE_DB_FED_TASKS, &k, tag, &v->base, 0);
 }
 
 /* The highest seq in @link's outbox (0: none). The outbox key is (link,
@@ -476,26 +556,8 @@ static int assign_check(const Cityops__V1__Command *cmd,
         return store_result_fail(res, RC_INVALID,
                                  "deadline must be after the command's time");
     }
-    if (t->n_child_tiers == 0 || t->n_child_tiers > FED_CHILDREN_MAX) {
-        return store_result_fail(res, RC_INVALID,
-                                 "a task needs 1 to 32 child tiers");
-    }
-    for (size_t i = 0; i < t->n_child_tiers; i++) {
-        const char *c = t->child_tiers[i];
-
-        if (!tier_ok(c) || strcmp(c, t->origin_tier) == 0) {
-            return store_result_fail(res, RC_INVALID,
-                                     "child tiers must be tier ids other "
-                                     "than the origin");
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(c, t->child_tiers[j]) == 0) {
-                return store_result_fail(res, RC_INVALID,
-                                         "child tiers must be distinct");
-            }
-        }
-    }
-    return 0;
+    return children_check(t->child_tiers, t->n_child_tiers, t->origin_tier,
+                          res);
 }
 
 static int assign_task(struct store *s,
@@ -637,6 +699,475 @@ out_free_view:
     return rv;
 }
 
+/* --- 按责转办: forwarding a received task further down --- */
+
+static int forward_check(const Cityops__V1__FedForwardTask *fw,
+                         Cityops__V1__CommandResult *res)
+{
+    if (!task_id_ok(fw->task_id)) {
+        return store_result_fail(res, RC_INVALID, "task id required");
+    }
+    if (!tier_ok(fw->origin_tier)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "origin_tier must be the local tier id");
+    }
+    return children_check(fw->child_tiers, fw->n_child_tiers,
+                          fw->origin_tier, res);
+}
+
+/* The forwarded copy goes out under the same task id with this tier as
+ * its origin_tier (the receiver's feedback comes back here) and the new
+ * children as its child tiers. */
+static int forward_send(struct store *s,
+                        MDB_txn *txn,
+                        uint64_t index,
+                        const Cityops__V1__Command *cmd,
+                        const Cityops__V1__FedTaskView *v)
+{
+    const Cityops__V1__FedForwardTask *fw = cmd->fed_forward_task;
+    Cityops__V1__KeyTask t;
+    int rv = 0;
+
+    task_copy(&t, v->task, v->task->task_id);
+    t.n_child_tiers = fw->n_child_tiers;
+    t.child_tiers = fw->child_tiers;
+    t.origin_tier = fw->origin_tier;
+    for (size_t i = 0; rv == 0 && i < fw->n_child_tiers; i++) {
+        rv = outbox_put(s, txn, fw->child_tiers[i], KIND_KEY_TASK, cmd->time,
+                        index, &t.base);
+    }
+    return rv;
+}
+
+static int forward_task(struct store *s,
+                        MDB_txn *txn,
+                        uint64_t index,
+                        const Cityops__V1__Command *cmd,
+                        Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedForwardTask *fw = cmd->fed_forward_task;
+    Cityops__V1__FedTaskView *v = NULL;
+    Cityops__V1__FedTaskView nv;
+    char **all = NULL;
+    char tag = 0;
+    int rv;
+
+    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
+                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
+        return store_result_fail(res, RC_DENIED,
+                                 "forwarding needs role SHIFT_LEADER or ADMIN");
+    }
+    rv = forward_check(fw, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    rv = task_load(s, txn, fw->task_id, &tag, &v);
+    if (rv == STORE_NOTFOUND) {
+        return store_result_fail(res, RC_NOT_FOUND, "no such task");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (tag != TASK_RECEIVED) {
+        rv = store_result_fail(res, RC_PRECONDITION,
+                               "only a task received here is forwarded");
+        goto out_free_view;
+    }
+    if (v->n_forwarded_to + fw->n_child_tiers > FED_CHILDREN_MAX) {
+        rv = store_result_fail(res, RC_INVALID,
+                               "a task is forwarded to at most 32 tiers");
+        goto out_free_view;
+    }
+    for (size_t i = 0; i < fw->n_child_tiers; i++) {
+        const char *c = fw->child_tiers[i];
+
+        if (strcmp(c, str0(v->task->origin_tier)) == 0 ||
+            list_has(v->forwarded_to, v->n_forwarded_to, c)) {
+            rv = store_result_fail(res, RC_PRECONDITION,
+                                   "the task came from that tier or was "
+                                   "forwarded to it already");
+            goto out_free_view;
+        }
+    }
+    all = malloc((v->n_forwarded_to + fw->n_child_tiers) * sizeof(*all));
+    if (all == NULL) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+        goto out_free_view;
+    }
+    if (v->n_forwarded_to > 0) {
+        memcpy(all, v->forwarded_to, v->n_forwarded_to * sizeof(*all));
+    }
+    memcpy(all + v->n_forwarded_to, fw->child_tiers,
+           fw->n_child_tiers * sizeof(*all));
+    nv = *v;
+    nv.forwarded_to = all;
+    nv.n_forwarded_to = v->n_forwarded_to + fw->n_child_tiers;
+    rv = task_save(s, txn, tag, &nv);
+    if (rv == 0) {
+        rv = forward_send(s, txn, index, cmd, v);
+    }
+    if (rv == 0 && store_str_set(&res->ref, fw->task_id) != 0) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    free(all);
+out_free_view:
+    cityops__v1__fed_task_view__free_unpacked(v, NULL);
+    return rv;
+}
+
+/* --- a received task becomes a local case --- */
+
+/* @title, a line break, @detail, cut to STORE_MAX_DESCRIPTION bytes at a
+ * character boundary. Caller frees. */
+static char *task_description(const Cityops__V1__KeyTask *t)
+{
+    size_t tl = strlen(str0(t->title));
+    size_t dl = strlen(str0(t->detail));
+    size_t n = tl + (dl > 0 ? 1 + dl : 0);
+    char *d = malloc(n + 1);
+
+    if (d == NULL) {
+        return NULL;
+    }
+    snprintf(d, n + 1, "%s%s%s", str0(t->title), dl > 0 ? "\n" : "",
+             str0(t->detail));
+    if (n > STORE_MAX_DESCRIPTION) {
+        n = STORE_MAX_DESCRIPTION;
+        while (n > 0 && ((unsigned char)d[n] & 0xc0) == 0x80) {
+            n--;
+        }
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* The case (source UPPER_TIER) made from task view @v: res->case_ holds
+ * it on OK, with remote_ref "<origin tier>/<task id>". */
+static int task_case_create(struct store *s,
+                            MDB_txn *txn,
+                            uint64_t index,
+                            const Cityops__V1__Command *cmd,
+                            const Cityops__V1__FedTaskView *v,
+                            Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedTaskToCase *tc = cmd->fed_task_to_case;
+    Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
+    Cityops__V1__Location loc = CITYOPS__V1__LOCATION__INIT;
+    Cityops__V1__Command sys = *cmd;
+    char ref[STORE_FED_TIER_MAX + STORE_FED_TASK_ID_MAX + 2];
+    int rv;
+
+    r.source = CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_UPPER_TIER;
+    r.category_type = tc->category_type;
+    r.major_code = tc->major_code;
+    r.minor_code = tc->minor_code;
+    r.description = task_description(v->task);
+    if (r.description == NULL) {
+        return store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    if (str0(tc->grid_code)[0] != '\0') {
+        loc.grid_code = tc->grid_code;
+        r.location = &loc;
+    }
+    /* REPORT is an intake role's event: the tier reports on the task's
+     * behalf, the actor stays the one who asked */
+    sys.role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
+    rv = case_fsm_report(s, txn, index, &sys, &r, res);
+    free(r.description);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    snprintf(ref, sizeof(ref), "%s/%s", str0(v->task->origin_tier),
+             v->task->task_id);
+    rv = case_remote_ref_set(s, txn, index, res->case_->case_id, ref);
+    if (rv == 0 && store_str_set(&res->case_->remote_ref, ref) != 0) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    return rv;
+}
+
+static int task_to_case(struct store *s,
+                        MDB_txn *txn,
+                        uint64_t index,
+                        const Cityops__V1__Command *cmd,
+                        Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedTaskToCase *tc = cmd->fed_task_to_case;
+    Cityops__V1__FedTaskView *v = NULL;
+    char msg[64];
+    char tag = 0;
+    int rv;
+
+    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
+                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
+        return store_result_fail(res, RC_DENIED,
+                                 "a task becomes a case by role SHIFT_LEADER "
+                                 "or ADMIN");
+    }
+    if (!task_id_ok(tc->task_id)) {
+        return store_result_fail(res, RC_INVALID, "task id required");
+    }
+    if (tc->category_type !=
+            CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_COMPONENT &&
+        tc->category_type != CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT) {
+        return store_result_fail(res, RC_INVALID,
+                                 "category_type must be COMPONENT or EVENT");
+    }
+    rv = task_load(s, txn, tc->task_id, &tag, &v);
+    if (rv == STORE_NOTFOUND) {
+        return store_result_fail(res, RC_NOT_FOUND, "no such task");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (tag != TASK_RECEIVED) {
+        rv = store_result_fail(res, RC_PRECONDITION,
+                               "only a task received here becomes a case");
+        goto out_free_view;
+    }
+    if (v->case_id != 0) {
+        snprintf(msg, sizeof(msg), "the task is case %llu already",
+                 (unsigned long long)v->case_id);
+        rv = store_result_fail(res, RC_PRECONDITION, msg);
+        goto out_free_view;
+    }
+    rv = task_case_create(s, txn, index, cmd, v, res);
+    if (rv != 0 || res->code != RC_OK) {
+        goto out_free_view;
+    }
+    v->case_id = res->case_->case_id;
+    rv = task_save(s, txn, tag, v);
+    snprintf(msg, sizeof(msg), "case %llu", (unsigned long long)v->case_id);
+    if (rv == 0 && (store_str_set(&res->message, msg) != 0 ||
+                    store_str_set(&res->ref, tc->task_id) != 0)) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+out_free_view:
+    cityops__v1__fed_task_view__free_unpacked(v, NULL);
+    return rv;
+}
+
+/* --- 跨界移交: handing a case over to a peer tier --- */
+
+static int handover_check(const Cityops__V1__FedHandover *h,
+                          Cityops__V1__CommandResult *res)
+{
+    if (h->case_id == 0) {
+        return store_result_fail(res, RC_INVALID, "case_id required");
+    }
+    if (!tier_ok(h->origin_tier)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "origin_tier must be the local tier id");
+    }
+    if (!tier_ok(h->peer_tier) || strcmp(h->peer_tier, h->origin_tier) == 0) {
+        return store_result_fail(res, RC_INVALID,
+                                 "peer_tier must be another tier's id");
+    }
+    if (strlen(str0(h->reason)) > STORE_MAX_TEXT) {
+        return store_result_fail(res, RC_INVALID, "reason too long");
+    }
+    return 0;
+}
+
+static int handover(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedHandover *h = cmd->fed_handover;
+    Cityops__V1__HandoverMessage m = CITYOPS__V1__HANDOVER_MESSAGE__INIT;
+    char ref[STORE_FED_TIER_MAX + 3];
+    int rv;
+
+    if (cmd->role != CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER) {
+        return store_result_fail(res, RC_DENIED,
+                                 "a hand-over needs role SHIFT_LEADER");
+    }
+    rv = handover_check(h, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    rv = case_fsm_transfer_out(s, txn, index, cmd, h->case_id, h->reason, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    snprintf(ref, sizeof(ref), "%s/?", h->peer_tier);
+    rv = case_remote_ref_set(s, txn, index, h->case_id, ref);
+    if (rv == 0 && store_str_set(&res->case_->remote_ref, ref) != 0) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    m.origin_tier = h->origin_tier;
+    m.origin_case_id = h->case_id;
+    m.case_ = res->case_;
+    m.reason = (char *)str0(h->reason);
+    return outbox_put(s, txn, h->peer_tier, KIND_HANDOVER, cmd->time, index,
+                      &m.base);
+}
+
+/* --- publish/subscribe --- */
+
+static int subscribe_check(const Cityops__V1__FedSubscribe *sb,
+                           Cityops__V1__CommandResult *res)
+{
+    if (!tier_ok(sb->origin_tier)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "origin_tier must be the local tier id");
+    }
+    if (!tier_ok(sb->publisher_tier) ||
+        strcmp(sb->publisher_tier, sb->origin_tier) == 0) {
+        return store_result_fail(res, RC_INVALID,
+                                 "publisher_tier must be another tier's id");
+    }
+    if (!name_ok(sb->topic, FED_TOPIC_MAX)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "topic must be 1 to 64 printable characters "
+                                 "without spaces");
+    }
+    if (strcmp(str0(sb->stream), "parent") != 0 &&
+        strcmp(str0(sb->stream), sb->publisher_tier) != 0) {
+        return store_result_fail(res, RC_INVALID,
+                                 "stream must be \"parent\" or the "
+                                 "publisher's tier id");
+    }
+    return 0;
+}
+
+static int subscribe(struct store *s,
+                     MDB_txn *txn,
+                     uint64_t index,
+                     const Cityops__V1__Command *cmd,
+                     Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedSubscribe *sb = cmd->fed_subscribe;
+    Cityops__V1__FedSubscribe m = CITYOPS__V1__FED_SUBSCRIBE__INIT;
+    int rv;
+
+    if (cmd->role != CITYOPS__V1__ROLE__ROLE_ADMIN) {
+        return store_result_fail(res, RC_DENIED,
+                                 "subscriptions need role ADMIN");
+    }
+    rv = subscribe_check(sb, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    m.publisher_tier = sb->publisher_tier;
+    m.topic = sb->topic;
+    m.unsubscribe = sb->unsubscribe;
+    m.origin_tier = sb->origin_tier;
+    return outbox_put(s, txn, sb->stream, KIND_SUBSCRIBE, cmd->time, index,
+                      &m.base);
+}
+
+static int publish_check(const Cityops__V1__FedPublish *p,
+                         Cityops__V1__CommandResult *res)
+{
+    if (!tier_ok(p->origin_tier)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "origin_tier must be the local tier id");
+    }
+    if (!name_ok(p->topic, FED_TOPIC_MAX) || !name_ok(p->key, FED_KEY_MAX)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "topic and key must be 1 to 64 printable "
+                                 "characters without spaces");
+    }
+    if (p->payload.len > FED_PAYLOAD_MAX) {
+        return store_result_fail(res, RC_INVALID,
+                                 "payload must be at most 256 KiB");
+    }
+    if (strlen(str0(p->payload_type)) > FED_TYPE_MAX) {
+        return store_result_fail(res, RC_INVALID,
+                                 "payload_type must be at most 128 bytes");
+    }
+    return 0;
+}
+
+/* The subscription keys of @topic: (topic, '\0', tier). */
+static size_t subs_key(uint8_t *key, const char *topic, const char *tier)
+{
+    size_t tl = strlen(topic);
+    size_t n = strlen(tier);
+
+    memcpy(key, topic, tl + 1);
+    memcpy(key + tl + 1, tier, n);
+    return tl + 1 + n;
+}
+
+static int publish(struct store *s,
+                   MDB_txn *txn,
+                   uint64_t index,
+                   const Cityops__V1__Command *cmd,
+                   Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedPublish *p = cmd->fed_publish;
+    Cityops__V1__Publication pub = CITYOPS__V1__PUBLICATION__INIT;
+    uint8_t key[FED_TOPIC_MAX + 1 + STORE_FED_TIER_MAX];
+    char link[STORE_OUTBOX_KEY_MAX];
+    char msg[64];
+    size_t tl;
+    MDB_val k, v;
+    MDB_cursor *cur;
+    int to_parent = 0;
+    int sent = 0;
+    int rv = 0;
+    int rc;
+
+    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_ADMIN,
+                 CITYOPS__V1__ROLE__ROLE_SYSTEM)) {
+        return store_result_fail(res, RC_DENIED,
+                                 "publishing needs role ADMIN or SYSTEM");
+    }
+    rv = publish_check(p, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    pub.origin_tier = p->origin_tier;
+    pub.topic = p->topic;
+    pub.key = p->key;
+    pub.payload = p->payload;
+    pub.payload_type = (char *)str0(p->payload_type);
+    pub.at = cmd->time;
+    tl = strlen(p->topic);
+    k.mv_size = subs_key(key, p->topic, "");
+    k.mv_data = key;
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_SUBS], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "fed_subs cursor");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && rv == 0 && k.mv_size > tl + 1 &&
+         memcmp(k.mv_data, key, tl + 1) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size == 0 || v.mv_size >= sizeof(link)) {
+            continue;
+        }
+        memcpy(link, v.mv_data, v.mv_size);
+        link[v.mv_size] = '\0';
+        to_parent |= strcmp(link, "parent") == 0;
+        rv = outbox_put(s, txn, link, KIND_PUBLICATION, cmd->time, index,
+                        &pub.base);
+        sent++;
+    }
+    mdb_cursor_close(cur);
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND) {
+        rv = store_mdb_err(s, rc, "read fed_subs");
+    }
+    if (rv == 0 && !to_parent && strcmp(p->topic, "stats") == 0) {
+        /* statistics always go up, subscribed or not */
+        rv = outbox_put(s, txn, "parent", KIND_PUBLICATION, cmd->time, index,
+                        &pub.base);
+        sent++;
+    }
+    snprintf(msg, sizeof(msg), "sent to %d link%s", sent, sent == 1 ? "" : "s");
+    if (rv == 0 && store_str_set(&res->message, msg) != 0) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    return rv;
+}
+
 /* --- inbound --- */
 
 /* Notes on messages whose effect was refused, for the result message. */
@@ -666,18 +1197,39 @@ static void note_add(struct notes *n, uint64_t seq, const char *what)
     n->len += (size_t)w;
 }
 
+/* @id is "<tier>/<rest>": of @tier, or of any tier when @tier is NULL. */
+static int task_id_of(const char *id, const char *tier)
+{
+    const char *slash = strchr(id, '/');
+    char prefix[STORE_FED_TIER_MAX + 1];
+    size_t n;
+
+    if (slash == NULL || slash[1] == '\0' ||
+        strlen(id) > STORE_FED_TASK_ID_MAX) {
+        return 0;
+    }
+    n = (size_t)(slash - id);
+    if (n == 0 || n > STORE_FED_TIER_MAX) {
+        return 0;
+    }
+    memcpy(prefix, id, n);
+    prefix[n] = '\0';
+    return tier != NULL ? strcmp(prefix, tier) == 0 : tier_ok(prefix);
+}
+
 /* "key_task": store the task as received, unless it is not @origin's or
- * is already stored. */
+ * is already stored. A task from this tier's parent may carry another
+ * tier's id: the parent forwarded it (按责转办), keeping the id. */
 static int inbound_task(struct store *s,
                         MDB_txn *txn,
                         const char *origin,
+                        int from_parent,
                         const Cityops__V1__OutboxMessage *m,
                         struct notes *notes)
 {
     Cityops__V1__FedTaskView view = CITYOPS__V1__FED_TASK_VIEW__INIT;
     Cityops__V1__KeyTask task;
     Cityops__V1__KeyTask *t;
-    size_t olen = strlen(origin);
     const char *id;
     MDB_val k;
     int rv = 0;
@@ -689,8 +1241,7 @@ static int inbound_task(struct store *s,
     }
     id = str0(t->task_id);
     if (strcmp(str0(t->origin_tier), origin) != 0 ||
-        strlen(id) > STORE_FED_TASK_ID_MAX || strlen(id) <= olen + 1 ||
-        strncmp(id, origin, olen) != 0 || id[olen] != '/') {
+        !task_id_of(id, from_parent ? NULL : origin)) {
         note_add(notes, m->seq, "key_task is not the origin's");
         goto out_free_task;
     }
@@ -708,7 +1259,8 @@ out_free_task:
     return rv;
 }
 
-/* "task_feedback": @origin's latest feedback on a task assigned here. */
+/* "task_feedback": @origin's latest feedback on a task assigned here, or
+ * on a received one this tier forwarded to @origin. */
 static int inbound_feedback(struct store *s,
                             MDB_txn *txn,
                             const char *origin,
@@ -743,7 +1295,9 @@ static int inbound_feedback(struct store *s,
     if (rv != 0) {
         goto out_free_feedback;
     }
-    if (tag != TASK_ASSIGNED || !names_tier(v->task, origin)) {
+    if (tag == TASK_ASSIGNED ? !names_tier(v->task, origin)
+                             : !list_has(v->forwarded_to, v->n_forwarded_to,
+                                         origin)) {
         note_add(notes, m->seq, "task was not assigned to the origin");
     } else {
         rv = task_save_feedback(s, txn, tag, v, f);
@@ -859,26 +1413,309 @@ out_free_cp:
     return rv;
 }
 
-static int inbound_effect(struct store *s,
-                          MDB_txn *txn,
-                          const char *origin,
-                          const Cityops__V1__OutboxMessage *m,
-                          struct notes *notes)
+/* What the effects of one inbound run share. */
+struct inbound_ctx {
+    struct store *s;
+    MDB_txn *txn;
+    uint64_t index;
+    const Cityops__V1__Command *cmd;
+    const char *origin;
+    const char *reply; /* the outbox link back to origin */
+    struct notes *notes;
+};
+
+static Cityops__V1__CommandResult *result_new(void)
+{
+    Cityops__V1__CommandResult *res = malloc(sizeof(*res));
+
+    if (res != NULL) {
+        cityops__v1__command_result__init(res);
+    }
+    return res;
+}
+
+/* The peer's case made from @h (source PEER_TRANSFER); *id = 0 and a note
+ * when the case is refused. */
+static int handover_case_create(struct inbound_ctx *c,
+                                const Cityops__V1__OutboxMessage *m,
+                                const Cityops__V1__HandoverMessage *h,
+                                uint64_t *id)
+{
+    const Cityops__V1__Case *k = h->case_;
+    Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
+    Cityops__V1__CommandResult *res = result_new();
+    char ref[STORE_FED_TIER_MAX + 22];
+    char why[160];
+    int rv;
+
+    *id = 0;
+    if (res == NULL) {
+        return store_errf(c->s, STORE_NOMEM, "fed: out of memory");
+    }
+    r.source = CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_PEER_TRANSFER;
+    r.category_type = k->category_type;
+    r.major_code = k->major_code;
+    r.minor_code = k->minor_code;
+    r.component_id = k->component_id;
+    r.description = k->description;
+    r.location = k->location;
+    r.n_attachments = k->n_attachments;
+    r.attachments = k->attachments;
+    rv = case_fsm_report(c->s, c->txn, c->index, c->cmd, &r, res);
+    if (rv == 0 && res->code != RC_OK) {
+        snprintf(why, sizeof(why), "case_handover refused: %.120s",
+                 str0(res->message));
+        note_add(c->notes, m->seq, why);
+    } else if (rv == 0) {
+        *id = res->case_->case_id;
+        snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
+                 (unsigned long long)h->origin_case_id);
+        rv = case_remote_ref_set(c->s, c->txn, c->index, *id, ref);
+    }
+    cityops__v1__command_result__free_unpacked(res, NULL);
+    return rv;
+}
+
+/* "case_handover": open the case here and answer with its id. */
+static int inbound_handover(struct inbound_ctx *c,
+                            const Cityops__V1__OutboxMessage *m)
+{
+    Cityops__V1__HandoverMessage ack = CITYOPS__V1__HANDOVER_MESSAGE__INIT;
+    Cityops__V1__HandoverMessage *h;
+    uint64_t id = 0;
+    int rv = 0;
+
+    h = cityops__v1__handover_message__unpack(NULL, m->payload.len,
+                                              m->payload.data);
+    if (h == NULL) {
+        note_add(c->notes, m->seq, "case_handover does not decode");
+        return 0;
+    }
+    if (strcmp(str0(h->origin_tier), c->origin) != 0 || h->case_ == NULL ||
+        h->origin_case_id == 0) {
+        note_add(c->notes, m->seq, "case_handover is not valid");
+        goto out_free_msg;
+    }
+    rv = handover_case_create(c, m, h, &id);
+    if (rv != 0 || id == 0) {
+        goto out_free_msg;
+    }
+    ack.origin_tier = h->origin_tier;
+    ack.origin_case_id = h->origin_case_id;
+    ack.peer_case_id = id;
+    rv = outbox_put(c->s, c->txn, c->reply, KIND_HANDOVER_ACK, c->cmd->time,
+                    c->index, &ack.base);
+out_free_msg:
+    cityops__v1__handover_message__free_unpacked(h, NULL);
+    return rv;
+}
+
+/* "handover_ack": the peer's case id on the case handed over to it. */
+static int inbound_handover_ack(struct inbound_ctx *c,
+                                const Cityops__V1__OutboxMessage *m)
+{
+    Cityops__V1__HandoverMessage *h;
+    Cityops__V1__Case *k = NULL;
+    char ref[STORE_FED_TIER_MAX + 22];
+    size_t olen = strlen(c->origin);
+    int rv;
+
+    h = cityops__v1__handover_message__unpack(NULL, m->payload.len,
+                                              m->payload.data);
+    if (h == NULL) {
+        note_add(c->notes, m->seq, "handover_ack does not decode");
+        return 0;
+    }
+    rv = h->peer_case_id != 0
+             ? store_case_load(c->s, c->txn, h->origin_case_id, &k)
+             : STORE_NOTFOUND;
+    if (rv == STORE_NOTFOUND) {
+        note_add(c->notes, m->seq, "handover_ack on an unknown case");
+        rv = 0;
+        goto out_free_msg;
+    }
+    if (rv != 0) {
+        goto out_free_msg;
+    }
+    if (k->state != CITYOPS__V1__CASE_STATE__CASE_STATE_TRANSFERRED_OUT ||
+        strncmp(str0(k->remote_ref), c->origin, olen) != 0 ||
+        k->remote_ref[olen] != '/') {
+        note_add(c->notes, m->seq, "the case was not handed over to the origin");
+    } else {
+        snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
+                 (unsigned long long)h->peer_case_id);
+        rv = case_remote_ref_set(c->s, c->txn, c->index, k->case_id, ref);
+    }
+    cityops__v1__case__free_unpacked(k, NULL);
+out_free_msg:
+    cityops__v1__handover_message__free_unpacked(h, NULL);
+    return rv;
+}
+
+/* "subscribe": the origin (un)subscribes to a topic of ours; the link
+ * back to it is kept for the publications. */
+static int inbound_subscribe(struct inbound_ctx *c,
+                             const Cityops__V1__OutboxMessage *m)
+{
+    Cityops__V1__FedSubscribe *sb;
+    uint8_t key[FED_TOPIC_MAX + 1 + STORE_FED_TIER_MAX];
+    MDB_val k = {0, key};
+    MDB_val v;
+    int rv = 0;
+    int rc;
+
+    sb = cityops__v1__fed_subscribe__unpack(NULL, m->payload.len,
+                                            m->payload.data);
+    if (sb == NULL) {
+        note_add(c->notes, m->seq, "subscribe does not decode");
+        return 0;
+    }
+    if (strcmp(str0(sb->origin_tier), c->origin) != 0 ||
+        !name_ok(sb->topic, FED_TOPIC_MAX)) {
+        note_add(c->notes, m->seq, "subscribe is not valid");
+        goto out_free_msg;
+    }
+    k.mv_size = subs_key(key, sb->topic, c->origin);
+    if (sb->unsubscribe) {
+        rc = mdb_del(c->txn, c->s->dbi[STORE_DB_FED_SUBS], &k, NULL);
+        if (rc == MDB_NOTFOUND) {
+            note_add(c->notes, m->seq, "no such subscription");
+            rc = 0;
+        }
+    } else {
+        v = str_key(c->reply);
+        rc = mdb_put(c->txn, c->s->dbi[STORE_DB_FED_SUBS], &k, &v, 0);
+    }
+    if (rc != 0) {
+        rv = store_mdb_err(c->s, rc, "fed_subs/%s/%s", sb->topic, c->origin);
+    }
+out_free_msg:
+    cityops__v1__fed_subscribe__free_unpacked(sb, NULL);
+    return rv;
+}
+
+/* The received key (origin, '\0', topic, '\0', key). */
+static size_t received_key(uint8_t *key, const Cityops__V1__Publication *p)
+{
+    size_t o = strlen(p->origin_tier) + 1;
+    size_t t = strlen(p->topic) + 1;
+
+    memcpy(key, p->origin_tier, o);
+    memcpy(key + o, p->topic, t);
+    memcpy(key + o + t, p->key, strlen(p->key));
+    return o + t + strlen(p->key);
+}
+
+/* "publication": the latest per (origin, topic, key). */
+static int inbound_publication(struct inbound_ctx *c,
+                               const Cityops__V1__OutboxMessage *m)
+{
+    uint8_t key[STORE_FED_TIER_MAX + FED_TOPIC_MAX + FED_KEY_MAX + 2];
+    Cityops__V1__Publication *p;
+    MDB_val k = {0, key};
+    MDB_val v = {m->payload.len, m->payload.data};
+    int rv = 0;
+    int rc;
+
+    p = cityops__v1__publication__unpack(NULL, m->payload.len,
+                                         m->payload.data);
+    if (p == NULL) {
+        note_add(c->notes, m->seq, "publication does not decode");
+        return 0;
+    }
+    if (strcmp(str0(p->origin_tier), c->origin) != 0 ||
+        !name_ok(p->topic, FED_TOPIC_MAX) || !name_ok(p->key, FED_KEY_MAX) ||
+        p->payload.len > FED_PAYLOAD_MAX ||
+        strlen(str0(p->payload_type)) > FED_TYPE_MAX) {
+        note_add(c->notes, m->seq, "publication is not valid");
+        goto out_free_msg;
+    }
+    k.mv_size = received_key(key, p);
+    rc = mdb_put(c->txn, c->s->dbi[STORE_DB_FED_RECEIVED], &k, &v, 0);
+    if (rc != 0) {
+        rv = store_mdb_err(c->s, rc, "put fed_received/%s/%s", c->origin,
+                           p->topic);
+    }
+out_free_msg:
+    cityops__v1__publication__free_unpacked(p, NULL);
+    return rv;
+}
+
+/* "task_supervise" (重点督办): the origin supervises a task it sent here. */
+static int inbound_supervise(struct inbound_ctx *c,
+                             const Cityops__V1__OutboxMessage *m)
+{
+    Cityops__V1__TaskFeedback *f;
+    Cityops__V1__FedTaskView *v = NULL;
+    char tag = 0;
+    int rv = 0;
+
+    f = cityops__v1__task_feedback__unpack(NULL, m->payload.len,
+                                           m->payload.data);
+    if (f == NULL) {
+        note_add(c->notes, m->seq, "task_supervise does not decode");
+        return 0;
+    }
+    if (strcmp(str0(f->status), "supervise") != 0 ||
+        !task_id_ok(f->task_id)) {
+        note_add(c->notes, m->seq, "task_supervise is not valid");
+        goto out_free_msg;
+    }
+    rv = task_load(c->s, c->txn, f->task_id, &tag, &v);
+    if (rv == STORE_NOTFOUND) {
+        note_add(c->notes, m->seq, "task_supervise on an unknown task");
+        rv = 0;
+        goto out_free_msg;
+    }
+    if (rv != 0) {
+        goto out_free_msg;
+    }
+    if (tag != TASK_RECEIVED ||
+        strcmp(str0(v->task->origin_tier), c->origin) != 0) {
+        note_add(c->notes, m->seq, "the task did not come from the origin");
+    } else if (!v->supervised) {
+        v->supervised = 1;
+        rv = task_save(c->s, c->txn, tag, v);
+    }
+    cityops__v1__fed_task_view__free_unpacked(v, NULL);
+out_free_msg:
+    cityops__v1__task_feedback__free_unpacked(f, NULL);
+    return rv;
+}
+
+static int inbound_effect(struct inbound_ctx *c,
+                          const Cityops__V1__OutboxMessage *m)
 {
     const char *kind = str0(m->kind);
     char why[96];
 
     if (strcmp(kind, KIND_KEY_TASK) == 0) {
-        return inbound_task(s, txn, origin, m, notes);
+        return inbound_task(c->s, c->txn, c->origin,
+                            strcmp(c->reply, "parent") == 0, m, c->notes);
     }
     if (strcmp(kind, KIND_FEEDBACK) == 0) {
-        return inbound_feedback(s, txn, origin, m, notes);
+        return inbound_feedback(c->s, c->txn, c->origin, m, c->notes);
     }
     if (strcmp(kind, KIND_CHECKPOINT) == 0) {
-        return inbound_checkpoint(s, txn, origin, m, notes);
+        return inbound_checkpoint(c->s, c->txn, c->origin, m, c->notes);
+    }
+    if (strcmp(kind, KIND_HANDOVER) == 0) {
+        return inbound_handover(c, m);
+    }
+    if (strcmp(kind, KIND_HANDOVER_ACK) == 0) {
+        return inbound_handover_ack(c, m);
+    }
+    if (strcmp(kind, KIND_SUBSCRIBE) == 0) {
+        return inbound_subscribe(c, m);
+    }
+    if (strcmp(kind, KIND_PUBLICATION) == 0) {
+        return inbound_publication(c, m);
+    }
+    if (strcmp(kind, KIND_SUPERVISE) == 0) {
+        return inbound_supervise(c, m);
     }
     snprintf(why, sizeof(why), "unknown kind \"%.40s\"", kind);
-    note_add(notes, m->seq, why);
+    note_add(c->notes, m->seq, why);
     return 0;
 }
 
@@ -895,6 +1732,11 @@ static int inbound_check(const Cityops__V1__FedInbound *in,
     if (!tier_ok(origin)) {
         return store_result_fail(res, RC_INVALID,
                                  "envelope origin must be a tier id");
+    }
+    if (str0(in->reply_stream)[0] != '\0' && !link_ok(in->reply_stream)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "reply_stream must be a tier id or "
+                                 "\"parent\"");
     }
     for (size_t i = 0; i < in->n_envelopes; i++) {
         const Cityops__V1__FedEnvelope *e = in->envelopes[i];
@@ -914,12 +1756,14 @@ static int inbound_check(const Cityops__V1__FedInbound *in,
 
 static int inbound(struct store *s,
                    MDB_txn *txn,
+                   uint64_t index,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res)
 {
     const Cityops__V1__FedInbound *in = cmd->fed_inbound;
     const char *origin;
     struct notes notes = {.len = 0};
+    struct inbound_ctx c = {s, txn, index, cmd, NULL, NULL, &notes};
     char msg[96 + FED_NOTES_SIZE];
     char gap[48] = "";
     uint64_t through;
@@ -936,6 +1780,9 @@ static int inbound(struct store *s,
         return rv;
     }
     origin = in->envelopes[0]->origin;
+    c.origin = origin;
+    /* without it (an older node), answers go to the origin's own link */
+    c.reply = str0(in->reply_stream)[0] != '\0' ? in->reply_stream : origin;
     rv = u64_get(s, txn, STORE_DB_FED_INBOX, origin, &through);
     for (size_t i = 0; rv == 0 && i < in->n_envelopes; i++) {
         const Cityops__V1__OutboxMessage *m = in->envelopes[i]->message;
@@ -949,7 +1796,7 @@ static int inbound(struct store *s,
                      (unsigned long long)m->seq);
             break;
         }
-        rv = inbound_effect(s, txn, origin, m, &notes);
+        rv = inbound_effect(&c, m);
         through = m->seq;
         applied++;
     }
@@ -1067,9 +1914,19 @@ int fed_apply(struct store *s,
     case CITYOPS__V1__COMMAND__OP_FED_FEEDBACK:
         return feedback_send(s, txn, index, cmd, res);
     case CITYOPS__V1__COMMAND__OP_FED_INBOUND:
-        return inbound(s, txn, cmd, res);
+        return inbound(s, txn, index, cmd, res);
     case CITYOPS__V1__COMMAND__OP_FED_OUTBOX_ACK:
         return outbox_ack(s, txn, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK:
+        return forward_task(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE:
+        return task_to_case(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
+        return handover(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
+        return subscribe(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
+        return publish(s, txn, index, cmd, res);
     default:
         return link_set(s, txn, cmd, res);
     }
@@ -1242,13 +2099,28 @@ static int settled(const Cityops__V1__FedTaskView *v, const char *tier)
     return 0;
 }
 
+/* A received task is settled by this tier's own final feedback: the
+ * feedback of the tiers it was forwarded to does not count. */
+static int settled_here(const Cityops__V1__FedTaskView *v)
+{
+    for (size_t i = 0; i < v->n_feedback; i++) {
+        const Cityops__V1__TaskFeedback *f = v->feedback[i];
+
+        if (!list_has(v->forwarded_to, v->n_forwarded_to, str0(f->tier_id)) &&
+            settled(v, str0(f->tier_id))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int overdue(const Cityops__V1__FedTaskView *v, char tag, int64_t now)
 {
     if (v->task->deadline >= now) {
         return 0;
     }
     if (tag == TASK_RECEIVED) {
-        return !settled(v, NULL);
+        return !settled_here(v);
     }
     for (size_t i = 0; i < v->task->n_child_tiers; i++) {
         if (!settled(v, str0(v->task->child_tiers[i]))) {
@@ -1256,6 +2128,159 @@ static int overdue(const Cityops__V1__FedTaskView *v, char tag, int64_t now)
         }
     }
     return 0;
+}
+
+/* --- 重点督办: supervision on the case clock's tick --- */
+
+/* The tiers that owe feedback on @v: its children when assigned here, the
+ * tiers it was forwarded to when received. */
+static void task_children(const Cityops__V1__FedTaskView *v,
+                          char tag,
+                          char ***list,
+                          size_t *n)
+{
+    if (tag == TASK_ASSIGNED) {
+        *list = v->task->child_tiers;
+        *n = v->task->n_child_tiers;
+    } else {
+        *list = v->forwarded_to;
+        *n = v->n_forwarded_to;
+    }
+}
+
+static int late_child(const Cityops__V1__FedTaskView *v,
+                      char tag,
+                      int64_t now)
+{
+    char **children;
+    size_t n;
+
+    if (v->supervised || v->task->deadline >= now) {
+        return 0;
+    }
+    task_children(v, tag, &children, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (!settled(v, str0(children[i]))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Mark @id supervised and send "task_supervise" to each late child. */
+static int supervise_one(struct store *s,
+                         MDB_txn *txn,
+                         uint64_t index,
+                         const Cityops__V1__Command *cmd,
+                         const char *id)
+{
+    Cityops__V1__TaskFeedback fb = CITYOPS__V1__TASK_FEEDBACK__INIT;
+    Cityops__V1__FedTaskView *v = NULL;
+    char **children;
+    size_t n;
+    char tag = 0;
+    int rv;
+
+    rv = task_load(s, txn, id, &tag, &v);
+    if (rv != 0) {
+        return rv;
+    }
+    v->supervised = 1;
+    rv = task_save(s, txn, tag, v);
+    task_children(v, tag, &children, &n);
+    fb.task_id = v->task->task_id;
+    fb.status = "supervise";
+    fb.note = "feedback overdue";
+    fb.at = cmd->time;
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        if (settled(v, str0(children[i]))) {
+            continue;
+        }
+        fb.tier_id = children[i];
+        rv = outbox_put(s, txn, children[i], KIND_SUPERVISE, cmd->time, index,
+                        &fb.base);
+    }
+    cityops__v1__fed_task_view__free_unpacked(v, NULL);
+    return rv;
+}
+
+/* The ids of at most FED_TICK_MAX tasks to supervise at @now, into @ids
+ * (each malloc'd). Tasks are few (one per assignment), so a scan of the
+ * whole table per tick costs less than keeping a deadline index. */
+static int tick_collect(struct store *s,
+                        MDB_txn *txn,
+                        int64_t now,
+                        char **ids,
+                        size_t *n)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rv = 0;
+    int rc;
+
+    *n = 0;
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_TASKS], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "fed_tasks cursor");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0 && *n < FED_TICK_MAX;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Cityops__V1__FedTaskView *t = NULL;
+        char tag = v.mv_size > 0 ? *(const char *)v.mv_data : 0;
+
+        if (v.mv_size > 0) {
+            t = cityops__v1__fed_task_view__unpack(
+                NULL, v.mv_size - 1, (const uint8_t *)v.mv_data + 1);
+        }
+        if (t == NULL || t->task == NULL) {
+            if (t != NULL) {
+                cityops__v1__fed_task_view__free_unpacked(t, NULL);
+            }
+            rv = store_errf(s, STORE_CORRUPT, "fed_tasks row does not decode");
+            break;
+        }
+        if (late_child(t, tag, now)) {
+            ids[*n] = strndup(k.mv_data, k.mv_size);
+            if (ids[*n] == NULL) {
+                rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+            } else {
+                (*n)++;
+            }
+        }
+        cityops__v1__fed_task_view__free_unpacked(t, NULL);
+        if (rv != 0) {
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND) {
+        rv = store_mdb_err(s, rc, "read fed_tasks");
+    }
+    return rv;
+}
+
+int fed_on_tick(struct store *s,
+                MDB_txn *txn,
+                uint64_t index,
+                const Cityops__V1__Command *cmd)
+{
+    char **ids = calloc(FED_TICK_MAX, sizeof(*ids));
+    size_t n = 0;
+    int rv;
+
+    if (ids == NULL) {
+        return store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    rv = tick_collect(s, txn, cmd->time, ids, &n);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        rv = supervise_one(s, txn, index, cmd, ids[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(ids[i]);
+    }
+    free(ids);
+    return rv;
 }
 
 /* Fill @r with every stored task, in task id order. */
@@ -1359,8 +2384,8 @@ static int witness_read(struct store *s,
         return store_mdb_err(s, rc, "fed_witness cursor");
     }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-         rc == 0 && k.mv_size == olen + 9 &&
-         memcmp(k.mv_data, origin, olen + 1) == 0;
+         rc == 0 && (olen == 0 || (k.mv_size == olen + 9 &&
+                                   memcmp(k.mv_data, origin, olen + 1) == 0));
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (l->n_checkpoints == cap) {
             size_t ncap = cap > 0 ? 2 * cap : 16;
@@ -1398,7 +2423,8 @@ int store_fed_witness_list(struct store *s,
     int rv;
 
     *out = NULL;
-    if (!tier_ok(origin)) {
+    origin = str0(origin);
+    if (origin[0] != '\0' && !tier_ok(origin)) {
         return STORE_INVALID;
     }
     l = malloc(sizeof(*l));
@@ -1418,5 +2444,147 @@ int store_fed_witness_list(struct store *s,
         return rv;
     }
     *out = l;
+    return 0;
+}
+
+/* Fill @r with the received publications of @topic from @origin ("" =
+ * any), in (origin, topic, key) order. */
+static int received_read(struct store *s,
+                         MDB_txn *txn,
+                         const char *topic,
+                         const char *origin,
+                         Cityops__V1__FedReceivedResponse *r)
+{
+    MDB_cursor *cur;
+    MDB_stat st;
+    MDB_val k, v;
+    int rc;
+
+    rc = mdb_stat(txn, s->dbi[STORE_DB_FED_RECEIVED], &st);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "stat fed_received");
+    }
+    r->publications = calloc(st.ms_entries > 0 ? st.ms_entries : 1,
+                             sizeof(*r->publications));
+    if (r->publications == NULL) {
+        return STORE_NOMEM;
+    }
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_RECEIVED], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "fed_received cursor");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0 && r->n_publications < st.ms_entries;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Cityops__V1__Publication *p =
+            cityops__v1__publication__unpack(NULL, v.mv_size, v.mv_data);
+
+        if (p == NULL) {
+            mdb_cursor_close(cur);
+            return store_errf(s, STORE_CORRUPT,
+                              "fed_received row does not decode");
+        }
+        if ((topic[0] != '\0' && strcmp(p->topic, topic) != 0) ||
+            (origin[0] != '\0' && strcmp(p->origin_tier, origin) != 0)) {
+            cityops__v1__publication__free_unpacked(p, NULL);
+            continue;
+        }
+        r->publications[r->n_publications++] = p;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return store_mdb_err(s, rc, "read fed_received");
+    }
+    return 0;
+}
+
+/* Fill @r's subscriptions ("<tier> <topic>") to @topic ("" = any). */
+static int subs_read(struct store *s,
+                     MDB_txn *txn,
+                     const char *topic,
+                     Cityops__V1__FedReceivedResponse *r)
+{
+    MDB_cursor *cur;
+    MDB_stat st;
+    MDB_val k, v;
+    int rc;
+
+    rc = mdb_stat(txn, s->dbi[STORE_DB_FED_SUBS], &st);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "stat fed_subs");
+    }
+    r->subscriptions = calloc(st.ms_entries > 0 ? st.ms_entries : 1,
+                              sizeof(*r->subscriptions));
+    if (r->subscriptions == NULL) {
+        return STORE_NOMEM;
+    }
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_SUBS], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "fed_subs cursor");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0 && r->n_subscriptions < st.ms_entries;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const char *t = k.mv_data;
+        size_t tl = strnlen(t, k.mv_size);
+        char *line;
+
+        if (tl + 1 >= k.mv_size ||
+            (topic[0] != '\0' && (strlen(topic) != tl ||
+                                  memcmp(t, topic, tl) != 0))) {
+            continue;
+        }
+        line = malloc(k.mv_size + 1);
+        if (line == NULL) {
+            mdb_cursor_close(cur);
+            return STORE_NOMEM;
+        }
+        snprintf(line, k.mv_size + 1, "%.*s %.*s", (int)(k.mv_size - tl - 1),
+                 t + tl + 1, (int)tl, t);
+        r->subscriptions[r->n_subscriptions++] = line;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return store_mdb_err(s, rc, "read fed_subs");
+    }
+    return 0;
+}
+
+int store_fed_received(struct store *s,
+                       const char *topic,
+                       const char *origin,
+                       Cityops__V1__FedReceivedResponse **out)
+{
+    Cityops__V1__FedReceivedResponse *r;
+    MDB_txn *txn;
+    int rv;
+
+    *out = NULL;
+    topic = str0(topic);
+    origin = str0(origin);
+    if ((topic[0] != '\0' && !name_ok(topic, FED_TOPIC_MAX)) ||
+        (origin[0] != '\0' && !tier_ok(origin))) {
+        return STORE_INVALID;
+    }
+    r = malloc(sizeof(*r));
+    if (r == NULL) {
+        return STORE_NOMEM;
+    }
+    cityops__v1__fed_received_response__init(r);
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        free(r);
+        return rv;
+    }
+    rv = received_read(s, txn, topic, origin, r);
+    if (rv == 0) {
+        rv = subs_read(s, txn, topic, r);
+    }
+    store_read_end(s, txn);
+    if (rv != 0) {
+        cityops__v1__fed_received_response__free_unpacked(r, NULL);
+        return rv;
+    }
+    *out = r;
     return 0;
 }

@@ -64,6 +64,8 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_FED_INBOX] = "fed_inbox",
     [STORE_DB_FED_WITNESS] = "fed_witness",
     [STORE_DB_FED_ACKED] = "fed_acked",
+    [STORE_DB_FED_SUBS] = "fed_subs",
+    [STORE_DB_FED_RECEIVED] = "fed_received",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)

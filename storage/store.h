@@ -663,9 +663,49 @@ int store_public_settings(struct store *s,
  *   changes nothing); an ack past the link's last row is
  *   FAILED_PRECONDITION. Acked rows older than the newest
  *   STORE_FED_OUTBOX_KEEP of the link are deleted in the same transaction.
+ * - fed_forward_task (role SHIFT_LEADER or ADMIN; 按责转办): a task received
+ *   here (NOT_FOUND if none, FAILED_PRECONDITION if assigned here) goes
+ *   further down under the same id, as a "key_task" row to each of 1..32
+ *   distinct child tiers (not origin_tier, set by the node to the local
+ *   tier; FAILED_PRECONDITION for the tier the task came from or one it was
+ *   forwarded to already). The forwarded copy names origin_tier as its
+ *   origin and the new children as its child tiers; the view here records
+ *   forwarded_to, and those tiers' feedback is kept with it. A key_task
+ *   whose id is not the origin's is accepted only from the parent (the
+ *   inbound's reply_stream is "parent"). res->ref is the task id.
+ * - fed_task_to_case (role SHIFT_LEADER or ADMIN): a task received here
+ *   becomes a case (source UPPER_TIER, category from the command, grid code
+ *   if given, description = title, a line break and the detail, cut to
+ *   STORE_MAX_DESCRIPTION bytes, remote_ref "<task's origin>/<task id>");
+ *   the view records case_id; a second time is FAILED_PRECONDITION.
+ *   res->message is "case <id>", res->case_ the case.
+ * - fed_handover (role SHIFT_LEADER; 跨界移交): the open case goes to
+ *   TRANSFERRED_OUT with a TRANSFER_OUT event (a terminal one is
+ *   FAILED_PRECONDITION), remote_ref "<peer>/?", and a "case_handover" row
+ *   (HandoverMessage) goes to link <peer>. The peer's inbound opens a case
+ *   (source PEER_TRANSFER, remote_ref "<origin>/<origin case id>") and
+ *   answers with a "handover_ack" row on its reply_stream; that ack sets
+ *   remote_ref "<peer>/<peer case id>" on the case handed over.
+ * - fed_subscribe (role ADMIN): a "subscribe" row (FedSubscribe) to
+ *   `stream`, set by the node to "parent" or the publisher's tier id. The
+ *   publisher's inbound keeps (topic, origin) -> reply_stream, or drops it
+ *   with unsubscribe.
+ * - fed_publish (role ADMIN or SYSTEM): topic and key 1..64 printable
+ *   bytes without spaces, payload at most 256 KiB, payload_type at most
+ *   128: one "publication" row (Publication, at = the command's time) per
+ *   subscriber of the topic on its stored link, and for topic "stats" one
+ *   to "parent" as well (once). res->message: "sent to N links".
+ *   Received publications are kept latest per (origin, topic, key).
+ * - inbound "task_supervise" marks a task received from that origin
+ *   supervised. On every TICK, tasks assigned or forwarded here whose
+ *   deadline passed while some child has no "done" or "rejected" feedback
+ *   are marked supervised once, and each such child gets a
+ *   "task_supervise" row (TaskFeedback, status "supervise").
  *
  * Audit targets: "fed/link/<tier>", "fed/task/<task id>" (a refused
- * assignment: "fed/task/new"), "fed/inbox/<origin>", "fed/outbox/<link>".
+ * assignment: "fed/task/new"; also forward and to-case),
+ * "fed/inbox/<origin>", "fed/outbox/<link>", "case/<id>" (handover),
+ * "fed/subscribe/<publisher>", "fed/publish/<topic>".
  *
  * Reads: any thread, one read transaction each. */
 #define STORE_FED_TIER_MAX 64
@@ -699,10 +739,21 @@ int store_fed_tasks(struct store *s,
                     int64_t now_us,
                     Cityops__V1__FedTasksResponse **out);
 
-/* The signed tree heads witnessed for @origin, by tree size. Caller frees
- * *out with cityops__v1__checkpoint_list__free_unpacked. */
+/* The signed tree heads witnessed for @origin ("" or NULL: every origin,
+ * by origin), by tree size. Caller frees *out with
+ * cityops__v1__checkpoint_list__free_unpacked. */
 int store_fed_witness_list(struct store *s,
                            const char *origin,
                            Cityops__V1__CheckpointList **out);
+
+/* The publications received here, latest per (origin, topic, key), of
+ * @topic and from @origin ("" or NULL: any), and the subscriptions to this
+ * tier's topics ("<tier> <topic>", of @topic if given). STORE_INVALID for
+ * a malformed filter. Caller frees *out with
+ * cityops__v1__fed_received_response__free_unpacked. */
+int store_fed_received(struct store *s,
+                       const char *topic,
+                       const char *origin,
+                       Cityops__V1__FedReceivedResponse **out);
 
 #endif /* CITYOPS_STORE_H */

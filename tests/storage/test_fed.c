@@ -36,6 +36,7 @@ struct fx {
     struct tier c; /* the child, CHILD */
     int64_t time;
     Cityops__V1__CommandResult *res; /* the last result */
+    const char *reply_stream;        /* for inbound commands, if set */
 };
 
 static void tier_open(struct tier *t)
@@ -211,6 +212,9 @@ static int inbound_rows(struct fx *f,
     cmd_init(&cmd, role);
     in.n_envelopes = n;
     in.envelopes = ptrs;
+    if (f->reply_stream != NULL) {
+        in.reply_stream = (char *)f->reply_stream;
+    }
     cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_INBOUND;
     cmd.fed_inbound = &in;
     code = apply(f, to, &cmd);
@@ -1157,13 +1161,626 @@ static void test_audit_names_the_federation_targets(void **state)
     assert_true(audit_has(&f->p, "fed/link/" CHILD, "fed_link_set"));
 }
 
-/* A store of schema 4 (no federation databases) opens as schema 5 with
- * them empty, and its other state unchanged. */
+/* --- second part: forward, to-case, hand-over, pub/sub, supervision --- */
+
+#define GRAND "cn-45-02-01"
+
+/* Deliver rows @seqs of @from's @link to @to as @origin, with the link
+ * back @reply (what the receiving node puts into reply_stream). */
+static int deliver_via(struct fx *f,
+                       struct tier *from,
+                       const char *link,
+                       struct tier *to,
+                       const char *origin,
+                       const char *reply,
+                       const uint64_t *seqs,
+                       size_t n)
+{
+    int code;
+
+    f->reply_stream = reply;
+    code = deliver(f, from, link, to, origin, seqs, n);
+    f->reply_stream = NULL;
+    return code;
+}
+
+static int feedback_at(struct fx *f,
+                       struct tier *t,
+                       const char *task_id,
+                       const char *tier,
+                       const char *status)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedFeedback ff = CITYOPS__V1__FED_FEEDBACK__INIT;
+    Cityops__V1__TaskFeedback fb = CITYOPS__V1__TASK_FEEDBACK__INIT;
+
+    cmd_init(&cmd, R(SHIFT_LEADER));
+    fb.task_id = (char *)task_id;
+    fb.tier_id = (char *)tier;
+    fb.status = (char *)status;
+    ff.feedback = &fb;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_FEEDBACK;
+    cmd.fed_feedback = &ff;
+    return apply(f, t, &cmd);
+}
+
+static int forward(struct fx *f,
+                   struct tier *t,
+                   Cityops__V1__Role role,
+                   const char *task_id,
+                   const char *self,
+                   const char *const *children,
+                   size_t n)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedForwardTask fw = CITYOPS__V1__FED_FORWARD_TASK__INIT;
+
+    cmd_init(&cmd, role);
+    fw.task_id = (char *)task_id;
+    fw.origin_tier = (char *)self;
+    fw.n_child_tiers = n;
+    fw.child_tiers = (char **)children;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK;
+    cmd.fed_forward_task = &fw;
+    return apply(f, t, &cmd);
+}
+
+static int to_case(struct fx *f,
+                   struct tier *t,
+                   Cityops__V1__Role role,
+                   const char *task_id,
+                   Cityops__V1__CategoryType type)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedTaskToCase tc = CITYOPS__V1__FED_TASK_TO_CASE__INIT;
+
+    cmd_init(&cmd, role);
+    tc.task_id = (char *)task_id;
+    tc.category_type = type;
+    tc.major_code = "01";
+    tc.minor_code = "02";
+    tc.grid_code = "g-7";
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE;
+    cmd.fed_task_to_case = &tc;
+    return apply(f, t, &cmd);
+}
+
+static int report(struct fx *f, struct tier *t)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
+    Cityops__V1__Location loc = CITYOPS__V1__LOCATION__INIT;
+
+    cmd_init(&cmd, R(INSPECTOR));
+    r.category_type = CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT;
+    r.major_code = "03";
+    r.minor_code = "04";
+    r.description = "garbage piled across the county boundary";
+    loc.lon = 108.3;
+    loc.lat = 22.8;
+    loc.grid_code = "g-9";
+    r.location = &loc;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_REPORT;
+    cmd.report = &r;
+    return apply(f, t, &cmd);
+}
+
+static int hand_over(struct fx *f,
+                     Cityops__V1__Role role,
+                     uint64_t case_id,
+                     const char *peer)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedHandover h = CITYOPS__V1__FED_HANDOVER__INIT;
+
+    cmd_init(&cmd, role);
+    h.case_id = case_id;
+    h.peer_tier = (char *)peer;
+    h.reason = "the site is in the neighbour's grid";
+    h.origin_tier = PARENT;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_HANDOVER;
+    cmd.fed_handover = &h;
+    return apply(f, &f->p, &cmd);
+}
+
+static int subscribe_to(struct fx *f,
+                        Cityops__V1__Role role,
+                        const char *topic,
+                        const char *stream,
+                        int unsubscribe)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedSubscribe sb = CITYOPS__V1__FED_SUBSCRIBE__INIT;
+
+    cmd_init(&cmd, role);
+    sb.publisher_tier = PARENT;
+    sb.topic = (char *)topic;
+    sb.unsubscribe = unsubscribe;
+    sb.origin_tier = CHILD;
+    sb.stream = (char *)stream;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE;
+    cmd.fed_subscribe = &sb;
+    return apply(f, &f->c, &cmd);
+}
+
+static int publish_at(struct fx *f,
+                      struct tier *t,
+                      Cityops__V1__Role role,
+                      const char *self,
+                      const char *topic,
+                      const char *key,
+                      const char *payload)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__FedPublish p = CITYOPS__V1__FED_PUBLISH__INIT;
+
+    cmd_init(&cmd, role);
+    p.topic = (char *)topic;
+    p.key = (char *)key;
+    p.payload.data = (uint8_t *)payload;
+    p.payload.len = strlen(payload);
+    p.payload_type = "text/plain";
+    p.origin_tier = (char *)self;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_PUBLISH;
+    cmd.fed_publish = &p;
+    return apply(f, t, &cmd);
+}
+
+static int tick(struct fx *f, struct tier *t)
+{
+    Cityops__V1__Command cmd;
+    Cityops__V1__Tick tk = CITYOPS__V1__TICK__INIT;
+
+    cmd_init(&cmd, R(SYSTEM));
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_TICK;
+    cmd.tick = &tk;
+    return apply(f, t, &cmd);
+}
+
+static Cityops__V1__FedTasksResponse *tasks(struct fx *f, struct tier *t)
+{
+    Cityops__V1__FedTasksResponse *r = NULL;
+
+    assert_int_equal(store_fed_tasks(t->s, f->time, &r), 0);
+    return r;
+}
+
+static Cityops__V1__Case *case_get(struct tier *t, uint64_t id)
+{
+    Cityops__V1__Case *c = NULL;
+
+    assert_int_equal(store_case_get(t->s, id, &c, NULL), 0);
+    return c;
+}
+
+/* The kind of @t's outbox row @seq of @link. */
+static void row_kind_is(struct tier *t,
+                        const char *link,
+                        uint64_t seq,
+                        const char *kind)
+{
+    Cityops__V1__OutboxMessage *row;
+
+    rows_pick(t, link, &seq, 1, &row);
+    assert_string_equal(row->kind, kind);
+    rows_free(&row, 1);
+}
+
+static Cityops__V1__FedReceivedResponse *received(struct tier *t,
+                                                  const char *topic)
+{
+    Cityops__V1__FedReceivedResponse *r = NULL;
+
+    assert_int_equal(store_fed_received(t->s, topic, NULL, &r), 0);
+    return r;
+}
+
+static void
+test_forward_sends_the_task_on_and_the_grandchilds_feedback_comes_back(
+    void **state)
+{
+    static const uint64_t one[] = {1};
+    static const char *const grand[] = {GRAND};
+    static const char *const back[] = {PARENT};
+    struct fx *f = *state;
+    struct tier g;
+    Cityops__V1__FedTasksResponse *r;
+    Cityops__V1__OutboxMessage *row;
+    Cityops__V1__KeyTask *t;
+    const Cityops__V1__FedTaskView *v;
+
+    tier_open(&g);
+    assert_int_equal(assign(f), RC(OK));
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, "parent",
+                                 one, 1),
+                     RC(OK));
+    assert_int_equal(forward(f, &f->c, R(SHIFT_LEADER), PARENT "/1", CHILD,
+                             grand, 1),
+                     RC(OK));
+    assert_string_equal(f->res->ref, PARENT "/1");
+    rows_pick(&f->c, GRAND, one, 1, &row);
+    assert_string_equal(row->kind, "key_task");
+    t = cityops__v1__key_task__unpack(NULL, row->payload.len,
+                                      row->payload.data);
+    assert_non_null(t);
+    assert_string_equal(t->task_id, PARENT "/1");
+    assert_string_equal(t->origin_tier, CHILD);
+    assert_int_equal(t->n_child_tiers, 1);
+    assert_string_equal(t->child_tiers[0], GRAND);
+    cityops__v1__key_task__free_unpacked(t, NULL);
+    rows_free(&row, 1);
+
+    /* the same again, back up, or on a task assigned here: refused */
+    assert_int_equal(forward(f, &f->c, R(ADMIN), PARENT "/1", CHILD, grand, 1),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(forward(f, &f->c, R(ADMIN), PARENT "/1", CHILD, back, 1),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(forward(f, &f->p, R(ADMIN), PARENT "/1", PARENT, grand, 1),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(forward(f, &f->c, R(ADMIN), PARENT "/9", CHILD, grand, 1),
+                     RC(NOT_FOUND));
+    assert_int_equal(outbox_last(&f->c, GRAND), 1);
+
+    /* a task id of another tier is taken only from the parent */
+    assert_int_equal(deliver_via(f, &f->c, GRAND, &g, CHILD, CHILD, one, 1),
+                     RC(OK));
+    assert_non_null(strstr(f->res->message, "key_task is not the origin's"));
+    tier_remove(&g);
+    tier_open(&g);
+    assert_int_equal(deliver_via(f, &f->c, GRAND, &g, CHILD, "parent", one, 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    assert_int_equal(feedback_at(f, &g, PARENT "/1", GRAND, "done"), RC(OK));
+    assert_int_equal(deliver_via(f, &g, "parent", &f->c, GRAND, GRAND, one, 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+
+    r = tasks(f, &f->c);
+    v = task_find(r, PARENT "/1");
+    assert_int_equal(v->n_forwarded_to, 1);
+    assert_string_equal(v->forwarded_to[0], GRAND);
+    assert_int_equal(v->n_feedback, 1);
+    assert_string_equal(v->feedback[0]->tier_id, GRAND);
+    assert_string_equal(v->feedback[0]->status, "done");
+    cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
+    assert_true(audit_has(&f->c, "fed/task/" PARENT "/1", "fed_forward_task"));
+    tier_remove(&g);
+}
+
+static void test_a_received_task_becomes_a_case_once(void **state)
+{
+    static const uint64_t one[] = {1};
+    struct fx *f = *state;
+    Cityops__V1__FedTasksResponse *r;
+    Cityops__V1__Case *c;
+
+    assert_int_equal(assign(f), RC(OK));
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, one, 1), RC(OK));
+    assert_int_equal(to_case(f, &f->c, R(DISPATCHER), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(to_case(f, &f->c, R(SHIFT_LEADER), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_UNSPECIFIED),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(store_case_count(f->c.s), 0);
+    assert_int_equal(to_case(f, &f->p, R(SHIFT_LEADER), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(to_case(f, &f->c, R(SHIFT_LEADER), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT),
+                     RC(OK));
+    assert_string_equal(f->res->message, "case 1");
+    c = case_get(&f->c, 1);
+    assert_int_equal(c->source,
+                     CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_UPPER_TIER);
+    assert_int_equal(c->state, CITYOPS__V1__CASE_STATE__CASE_STATE_REPORTED);
+    assert_string_equal(c->remote_ref, PARENT "/" PARENT "/1");
+    assert_string_equal(c->description,
+                        "manhole covers\ncheck every manhole cover on the "
+                        "ring road");
+    assert_string_equal(c->location->grid_code, "g-7");
+    cityops__v1__case__free_unpacked(c, NULL);
+    r = tasks(f, &f->c);
+    assert_int_equal(task_find(r, PARENT "/1")->case_id, 1);
+    cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
+
+    assert_int_equal(to_case(f, &f->c, R(ADMIN), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(store_case_count(f->c.s), 1);
+}
+
+static void test_handover_and_its_ack_link_the_cases_of_both_tiers(
+    void **state)
+{
+    static const uint64_t one[] = {1};
+    struct fx *f = *state;
+    Cityops__V1__Case *c;
+    Cityops__V1__HistoryResponse *h = NULL;
+
+    assert_int_equal(report(f, &f->p), RC(OK));
+    assert_int_equal(hand_over(f, R(ADMIN), 1, CHILD), RC(PERMISSION_DENIED));
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, PARENT),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 7, CHILD), RC(NOT_FOUND));
+    assert_int_equal(outbox_last(&f->p, CHILD), 0);
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD), RC(OK));
+    c = case_get(&f->p, 1);
+    assert_int_equal(c->state,
+                     CITYOPS__V1__CASE_STATE__CASE_STATE_TRANSFERRED_OUT);
+    assert_string_equal(c->remote_ref, CHILD "/?");
+    cityops__v1__case__free_unpacked(c, NULL);
+    assert_int_equal(store_case_history(f->p.s, 1, &h), 0);
+    assert_int_equal(h->events[h->n_events - 1]->type,
+                     CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_TRANSFER_OUT);
+    cityops__v1__history_response__free_unpacked(h, NULL);
+    row_kind_is(&f->p, CHILD, 1, "case_handover");
+    assert_true(audit_has(&f->p, "case/1", "fed_handover"));
+
+    /* a terminal case is not handed over again */
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD2),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(outbox_last(&f->p, CHILD2), 0);
+
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, PARENT, one,
+                                 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    c = case_get(&f->c, 1);
+    assert_int_equal(c->source,
+                     CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_PEER_TRANSFER);
+    assert_string_equal(c->remote_ref, PARENT "/1");
+    assert_string_equal(c->description,
+                        "garbage piled across the county boundary");
+    assert_string_equal(c->location->grid_code, "g-9");
+    cityops__v1__case__free_unpacked(c, NULL);
+    row_kind_is(&f->c, PARENT, 1, "handover_ack");
+
+    assert_int_equal(deliver_via(f, &f->c, PARENT, &f->p, CHILD, CHILD, one,
+                                 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    c = case_get(&f->p, 1);
+    assert_string_equal(c->remote_ref, CHILD "/1");
+    cityops__v1__case__free_unpacked(c, NULL);
+}
+
+static void test_publications_reach_subscribers_latest_per_key(void **state)
+{
+    static const uint64_t one[] = {1};
+    static const uint64_t two[] = {2};
+    struct fx *f = *state;
+    Cityops__V1__FedReceivedResponse *r;
+
+    assert_int_equal(subscribe_to(f, R(SHIFT_LEADER), "alarms", "parent", 0),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(subscribe_to(f, R(ADMIN), "alarms", CHILD2, 0),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(subscribe_to(f, R(ADMIN), "red alarms", "parent", 0),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(outbox_last(&f->c, "parent"), 0);
+    assert_int_equal(subscribe_to(f, R(ADMIN), "alarms", "parent", 0),
+                     RC(OK));
+    row_kind_is(&f->c, "parent", 1, "subscribe");
+    assert_int_equal(deliver_via(f, &f->c, "parent", &f->p, CHILD, CHILD, one,
+                                 1),
+                     RC(OK));
+    r = received(&f->p, NULL);
+    assert_int_equal(r->n_subscriptions, 1);
+    assert_string_equal(r->subscriptions[0], CHILD " alarms");
+    cityops__v1__fed_received_response__free_unpacked(r, NULL);
+
+    assert_int_equal(publish_at(f, &f->p, R(SHIFT_LEADER), PARENT, "alarms",
+                                "k1", "x"),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), PARENT, "alarms", "k 1",
+                                "x"),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), PARENT, "alarms", "k1",
+                                "first"),
+                     RC(OK));
+    assert_string_equal(f->res->message, "sent to 1 link");
+    assert_int_equal(publish_at(f, &f->p, R(SYSTEM), PARENT, "alarms", "k1",
+                                "second"),
+                     RC(OK));
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), PARENT, "other", "k1",
+                                "x"),
+                     RC(OK));
+    assert_string_equal(f->res->message, "sent to 0 links");
+    assert_int_equal(outbox_last(&f->p, CHILD), 2);
+    assert_int_equal(outbox_last(&f->p, "parent"), 0);
+    row_kind_is(&f->p, CHILD, 1, "publication");
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, "parent", one,
+                                 1),
+                     RC(OK));
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, "parent", two,
+                                 1),
+                     RC(OK));
+    r = received(&f->c, "alarms");
+    assert_int_equal(r->n_publications, 1);
+    assert_string_equal(r->publications[0]->origin_tier, PARENT);
+    assert_string_equal(r->publications[0]->key, "k1");
+    assert_int_equal(r->publications[0]->payload.len, 6);
+    assert_memory_equal(r->publications[0]->payload.data, "second", 6);
+    cityops__v1__fed_received_response__free_unpacked(r, NULL);
+
+    /* unsubscribed: nothing more is sent */
+    assert_int_equal(subscribe_to(f, R(ADMIN), "alarms", "parent", 1),
+                     RC(OK));
+    assert_int_equal(deliver_via(f, &f->c, "parent", &f->p, CHILD, CHILD, two,
+                                 1),
+                     RC(OK));
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), PARENT, "alarms", "k2",
+                                "x"),
+                     RC(OK));
+    assert_int_equal(outbox_last(&f->p, CHILD), 2);
+    r = received(&f->p, NULL);
+    assert_int_equal(r->n_subscriptions, 0);
+    cityops__v1__fed_received_response__free_unpacked(r, NULL);
+}
+
+static void test_stats_always_go_to_the_parent_once(void **state)
+{
+    static const uint64_t one[] = {1};
+    struct fx *f = *state;
+    Cityops__V1__FedReceivedResponse *r;
+
+    assert_int_equal(publish_at(f, &f->c, R(SYSTEM), CHILD, "stats", "2025-10",
+                                "report"),
+                     RC(OK));
+    assert_string_equal(f->res->message, "sent to 1 link");
+    row_kind_is(&f->c, "parent", 1, "publication");
+    assert_int_equal(deliver_via(f, &f->c, "parent", &f->p, CHILD, CHILD, one,
+                                 1),
+                     RC(OK));
+    r = received(&f->p, "stats");
+    assert_int_equal(r->n_publications, 1);
+    assert_string_equal(r->publications[0]->origin_tier, CHILD);
+    assert_string_equal(r->publications[0]->key, "2025-10");
+    assert_string_equal(r->publications[0]->payload_type, "text/plain");
+    cityops__v1__fed_received_response__free_unpacked(r, NULL);
+
+    /* the parent subscribed as well: still one row up */
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), PARENT, "stats", "x",
+                                "y"),
+                     RC(OK));
+    {
+        Cityops__V1__FedSubscribe sb = CITYOPS__V1__FED_SUBSCRIBE__INIT;
+        Cityops__V1__OutboxMessage *row;
+
+        sb.publisher_tier = CHILD;
+        sb.topic = "stats";
+        sb.origin_tier = PARENT;
+        row = row_new(1, "subscribe", &sb.base);
+        f->reply_stream = "parent";
+        assert_int_equal(inbound_rows(f, &f->c, R(SYSTEM), PARENT, &row, 1),
+                         RC(OK));
+        f->reply_stream = NULL;
+        rows_free(&row, 1);
+    }
+    assert_int_equal(publish_at(f, &f->c, R(SYSTEM), CHILD, "stats", "2025-11",
+                                "report"),
+                     RC(OK));
+    assert_string_equal(f->res->message, "sent to 1 link");
+    assert_int_equal(outbox_last(&f->c, "parent"), 2);
+    assert_int_equal(outbox_last(&f->c, PARENT), 0);
+}
+
+static void test_a_tick_supervises_overdue_tasks_once_per_late_child(
+    void **state)
+{
+    static const char *const both[] = {CHILD, CHILD2};
+    static const char *const one_child[] = {CHILD};
+    static const uint64_t one[] = {1};
+    static const uint64_t first_two[] = {1, 2};
+    static const uint64_t three[] = {3};
+    struct fx *f = *state;
+    Cityops__V1__FedTasksResponse *r;
+    Cityops__V1__OutboxMessage *row;
+    Cityops__V1__TaskFeedback *fb;
+    int64_t due = f->time + HOUR;
+
+    assert_int_equal(assign_to(f, R(ADMIN), PARENT, "one", due, both, 2),
+                     RC(OK));
+    assert_int_equal(assign_to(f, R(ADMIN), PARENT, "two", due, one_child, 1),
+                     RC(OK));
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, first_two, 2),
+                     RC(OK));
+    assert_int_equal(feedback(f, R(ADMIN), PARENT "/1", CHILD, "done"),
+                     RC(OK));
+    assert_int_equal(deliver(f, &f->c, "parent", &f->p, CHILD, one, 1),
+                     RC(OK));
+
+    assert_int_equal(tick(f, &f->p), RC(OK)); /* not due yet */
+    assert_int_equal(outbox_last(&f->p, CHILD), 2);
+    assert_int_equal(outbox_last(&f->p, CHILD2), 1);
+
+    f->time = due + HOUR;
+    assert_int_equal(tick(f, &f->p), RC(OK));
+    assert_int_equal(outbox_last(&f->p, CHILD), 3);
+    assert_int_equal(outbox_last(&f->p, CHILD2), 2);
+    rows_pick(&f->p, CHILD2, (const uint64_t[]){2}, 1, &row);
+    assert_string_equal(row->kind, "task_supervise");
+    fb = cityops__v1__task_feedback__unpack(NULL, row->payload.len,
+                                            row->payload.data);
+    assert_non_null(fb);
+    assert_string_equal(fb->task_id, PARENT "/1");
+    assert_string_equal(fb->status, "supervise");
+    assert_string_equal(fb->tier_id, CHILD2);
+    cityops__v1__task_feedback__free_unpacked(fb, NULL);
+    rows_free(&row, 1);
+    r = tasks(f, &f->p);
+    assert_true(task_find(r, PARENT "/1")->supervised);
+    assert_true(task_find(r, PARENT "/2")->supervised);
+    cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
+
+    /* once: a later tick sends nothing more */
+    assert_int_equal(tick(f, &f->p), RC(OK));
+    assert_int_equal(outbox_last(&f->p, CHILD), 3);
+    assert_int_equal(outbox_last(&f->p, CHILD2), 2);
+
+    /* the child marks the task supervised */
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, three, 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    r = tasks(f, &f->c);
+    assert_false(task_find(r, PARENT "/1")->supervised);
+    assert_true(task_find(r, PARENT "/2")->supervised);
+    cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
+}
+
+static void test_a_refused_second_part_command_changes_nothing(void **state)
+{
+    static const uint64_t one[] = {1};
+    static const char *const grand[] = {GRAND};
+    static const char *const dup[] = {GRAND, GRAND};
+    struct fx *f = *state;
+    struct fed_state before;
+    struct fed_state after;
+    Cityops__V1__Case *c;
+
+    assert_int_equal(assign(f), RC(OK));
+    assert_int_equal(report(f, &f->p), RC(OK));
+    state_take(f, &before);
+    assert_int_equal(forward(f, &f->p, R(INSPECTOR), PARENT "/1", PARENT,
+                             grand, 1),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(forward(f, &f->p, R(ADMIN), PARENT "/1", PARENT, dup, 2),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(forward(f, &f->p, R(ADMIN), "", PARENT, grand, 1),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(hand_over(f, R(DISPATCHER), 1, CHILD),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(publish_at(f, &f->p, R(ADMIN), "", "alarms", "k", "x"),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(to_case(f, &f->p, R(ADMIN), PARENT "/1",
+                             CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT),
+                     RC(FAILED_PRECONDITION));
+    state_take(f, &after);
+    state_equal(&before, &after);
+    c = case_get(&f->p, 1);
+    assert_int_equal(c->state, CITYOPS__V1__CASE_STATE__CASE_STATE_REPORTED);
+    assert_string_equal(c->remote_ref, "");
+    cityops__v1__case__free_unpacked(c, NULL);
+    assert_int_equal(store_case_count(f->p.s), 1);
+
+    /* a bad reply_stream refuses the whole inbound */
+    f->reply_stream = "no such link";
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, one, 1),
+                     RC(INVALID_ARGUMENT));
+    f->reply_stream = NULL;
+    assert_int_equal(inbox(&f->c, PARENT), 0);
+}
+
+/* A store of schema 4 (no federation databases) opens as the current
+ * schema with them empty, and its other state unchanged. */
 static void test_a_schema_4_store_gets_empty_federation_databases(
     void **state)
 {
-    static const char *const dbs[] = {"fed_links", "fed_tasks", "fed_inbox",
-                                      "fed_witness", "fed_acked"};
+    static const char *const dbs[] = {"fed_links",   "fed_tasks",
+                                      "fed_inbox",   "fed_witness",
+                                      "fed_acked",   "fed_subs",
+                                      "fed_received"};
     struct fx *f = *state;
     uint8_t four[8] = {0, 0, 0, 0, 0, 0, 0, 4};
     MDB_val k = {14, "schema_version"};
@@ -1209,7 +1826,7 @@ static void test_a_schema_4_store_gets_empty_federation_databases(
     }
     mdb_txn_abort(txn);
     mdb_env_close(env);
-    assert_int_equal(schema, 5);
+    assert_int_equal(schema, 6);
     assert_int_equal(store_open(f->p.dir, NULL, &f->p.s), 0);
 }
 
@@ -1235,6 +1852,13 @@ int main(void)
         T(test_links_are_added_replaced_listed_and_removed),
         T(test_audit_names_the_federation_targets),
         T(test_a_schema_4_store_gets_empty_federation_databases),
+        T(test_forward_sends_the_task_on_and_the_grandchilds_feedback_comes_back),
+        T(test_a_received_task_becomes_a_case_once),
+        T(test_handover_and_its_ack_link_the_cases_of_both_tiers),
+        T(test_publications_reach_subscribers_latest_per_key),
+        T(test_stats_always_go_to_the_parent_once),
+        T(test_a_tick_supervises_overdue_tasks_once_per_late_child),
+        T(test_a_refused_second_part_command_changes_nothing),
 #undef T
     };
 
