@@ -20,7 +20,8 @@
  *   [federation] tier_id, listen (mutual-TLS port), ca, cert, key (PEM
  *              files), retry_ms, link = TIER parent|child|peer
  *              HOST:PORT[,HOST:PORT...] (the remote cluster's federation
- *              addresses; one line per linked platform)
+ *              addresses; one line per linked platform), stats_s (how
+ *              often the leader publishes topic "stats"; default 0 = off)
  *   [cases]    tick_ms (how often the leader proposes a clock tick that
  *              marks overdue stages; default 60000)
  */
@@ -274,6 +275,9 @@ static int handle(void *user, const char *section, const char *key,
         cfg->fed_retry_ms = (unsigned)v;
     } else if (IS("federation", "link")) {
         bad = parse_link(cfg, value);
+    } else if (IS("federation", "stats_s")) {
+        bad = parse_uint(value, 86400 * 31, &v) != 0;
+        cfg->fed_stats_s = (unsigned)v;
     } else if (IS("cases", "tick_ms")) {
         bad = parse_uint(value, 3600000, &v) != 0 || v < 100;
         cfg->tick_ms = (unsigned)v;

@@ -15,13 +15,24 @@
  * go out in order, 128 at a time, to the link's endpoints until one
  * applies them; the answer's applied_through is recorded through the log
  * (FedOutboxAck). A leader change or a crash between delivery and the ack
- * only causes a redelivery, which the receiver ignores. */
+ * only causes a redelivery, which the receiver ignores.
+ *
+ * Apply cannot read this node's configuration, so the node writes into
+ * commands what depends on it: the local tier id (origin_tier), the link
+ * that leads to a publisher (FedSubscribe.stream) and the one that leads
+ * back to a delivery's origin (FedInbound.reply_stream): "parent" for this
+ * tier's parent link, else the tier id.
+ *
+ * Statistics: with [federation] stats_s > 0 the leader publishes, that
+ * often, this month's (UTC+8) evaluation by department as topic "stats"
+ * (key "YYYY-MM", a packed EvalReport). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cityops/v1/eval.pb-c.h"
 #include "cityops/v1/fed.pb-c.h"
 #include "proto/clog.h"
 #include "node_internal.h"
@@ -125,23 +136,43 @@ static int submit_wait(struct node *n, Cityops__V1__Command *cmd,
 
 /* --- receiving: Federation/Deliver on the TLS port --- */
 
-static int linked(struct node *n, const char *tier)
+/* The kind of this tier's link to @tier (config file first, then the
+ * replicated links), or 0 if there is none. */
+static int link_kind(struct node *n, const char *tier)
 {
     Cityops__V1__FedLink **links = NULL;
     size_t nl = 0;
-    int found = 0;
+    int kind = 0;
 
-    for (size_t i = 0; i < n->cfg.n_links; i++) {
-        found |= strcmp(n->cfg.links[i].tier_id, tier) == 0;
+    for (size_t i = 0; i < n->cfg.n_links && kind == 0; i++) {
+        if (strcmp(n->cfg.links[i].tier_id, tier) == 0) {
+            kind = n->cfg.links[i].kind;
+        }
     }
-    if (!found && store_fed_links(n->store, &links, &nl) == 0) {
+    if (kind == 0 && store_fed_links(n->store, &links, &nl) == 0) {
         for (size_t i = 0; i < nl; i++) {
-            found |= strcmp(links[i]->tier_id, tier) == 0;
+            if (kind == 0 && strcmp(links[i]->tier_id, tier) == 0) {
+                kind = links[i]->kind;
+            }
             cityops__v1__fed_link__free_unpacked(links[i], NULL);
         }
         free(links);
     }
-    return found;
+    return kind;
+}
+
+static int linked(struct node *n, const char *tier)
+{
+    return link_kind(n, tier) != 0;
+}
+
+/* The outbox link that leads to @tier: "parent" for this tier's parent,
+ * else the tier id itself. */
+static const char *stream_to(struct node *n, const char *tier)
+{
+    return link_kind(n, tier) == CITYOPS__V1__LINK_KIND__LINK_KIND_PARENT
+               ? "parent"
+               : tier;
 }
 
 static int peer_is(const struct rpc_call *call, const char *tier)
@@ -249,6 +280,7 @@ static void deliver_handle(struct rpc_call *call,
     cityops__v1__fed_inbound__init(&d->in);
     d->in.n_envelopes = req->n_envelopes;
     d->in.envelopes = req->envelopes; /* borrowed from the call */
+    d->in.reply_stream = (char *)stream_to(n, origin);
     cityops__v1__command__init(&d->cmd);
     d->cmd.actor_id = d->actor;
     d->cmd.role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
@@ -485,9 +517,64 @@ static void walk(struct node_fed *f)
     free(links);
 }
 
+/* The current month in UTC+8, "YYYY-MM". */
+static void month_now(char out[32])
+{
+    time_t t = (time_t)(wall_us() / 1000000) + 8 * 3600;
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(out, 32, "%04d-%02d", tm.tm_year + 1900, tm.tm_mon + 1);
+}
+
+/* Publish this month's evaluation by department as topic "stats": it
+ * goes to the parent and to every subscriber of the topic. */
+static void stats_publish(struct node_fed *f)
+{
+    Cityops__V1__EvalRequest req = CITYOPS__V1__EVAL_REQUEST__INIT;
+    Cityops__V1__Command cmd = CITYOPS__V1__COMMAND__INIT;
+    Cityops__V1__FedPublish p = CITYOPS__V1__FED_PUBLISH__INIT;
+    Cityops__V1__EvalReport *rep = NULL;
+    struct fed_wait w;
+    char period[32];
+    int rv;
+
+    month_now(period);
+    req.period = period;
+    req.group_by = "department";
+    if (store_eval_report(f->n->store, &req, &rep) != 0) {
+        clog(CLOG_WARN, "fed", "stats %s: %s", period,
+             store_errmsg(f->n->store));
+        return;
+    }
+    p.payload.len = cityops__v1__eval_report__get_packed_size(rep);
+    p.payload.data = malloc(p.payload.len + 1);
+    if (p.payload.data == NULL) {
+        cityops__v1__eval_report__free_unpacked(rep, NULL);
+        return;
+    }
+    cityops__v1__eval_report__pack(rep, p.payload.data);
+    cityops__v1__eval_report__free_unpacked(rep, NULL);
+    p.topic = "stats";
+    p.key = period;
+    p.payload_type = "cityops.v1.EvalReport";
+    p.origin_tier = f->n->cfg.tier_id;
+    cmd.actor_id = "cityopsd";
+    cmd.role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
+    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_PUBLISH;
+    cmd.fed_publish = &p;
+    rv = submit_wait(f->n, &cmd, &w);
+    if (rv != 0 || w.code != CITYOPS__V1__RESULT_CODE__RESULT_OK) {
+        clog(CLOG_WARN, "fed", "stats %s not published: %s", period,
+             rv != 0 ? cons_strerror(rv) : w.message);
+    }
+    free(p.payload.data);
+}
+
 static void *sender_main(void *arg)
 {
     struct node_fed *f = arg;
+    int64_t stats_at = 0;
 
     pthread_mutex_lock(&f->lock);
     while (!f->stopping) {
@@ -497,6 +584,12 @@ static void *sender_main(void *arg)
 
         pthread_mutex_unlock(&f->lock);
         cons_status_get(f->n->cons, &st);
+        if (st.state == CONS_STATE_LEADER && f->n->cfg.fed_stats_s > 0 &&
+            wall_us() - stats_at >=
+                (int64_t)f->n->cfg.fed_stats_s * 1000000) {
+            stats_at = wall_us();
+            stats_publish(f);
+        }
         if (st.state == CONS_STATE_LEADER) {
             walk(f);
         }
@@ -578,6 +671,36 @@ static void fed_write_handle(struct rpc_call *call,
         }
         break;
     }
+    case CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK: {
+        Cityops__V1__FedForwardTask *r = (Cityops__V1__FedForwardTask *)req;
+        ctx = r->ctx;
+        rv = set_tier(&r->origin_tier, n->cfg.tier_id);
+        break;
+    }
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE:
+        ctx = ((Cityops__V1__FedTaskToCase *)req)->ctx;
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER: {
+        Cityops__V1__FedHandover *r = (Cityops__V1__FedHandover *)req;
+        ctx = r->ctx;
+        rv = set_tier(&r->origin_tier, n->cfg.tier_id);
+        break;
+    }
+    case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE: {
+        Cityops__V1__FedSubscribe *r = (Cityops__V1__FedSubscribe *)req;
+        ctx = r->ctx;
+        rv = set_tier(&r->origin_tier, n->cfg.tier_id);
+        if (rv == 0 && r->publisher_tier[0] != '\0') {
+            rv = set_tier(&r->stream, stream_to(n, r->publisher_tier));
+        }
+        break;
+    }
+    case CITYOPS__V1__COMMAND__OP_FED_PUBLISH: {
+        Cityops__V1__FedPublish *r = (Cityops__V1__FedPublish *)req;
+        ctx = r->ctx;
+        rv = set_tier(&r->origin_tier, n->cfg.tier_id);
+        break;
+    }
     default:
         ctx = ((Cityops__V1__FedLinkSet *)req)->ctx;
         break;
@@ -590,7 +713,7 @@ static void fed_write_handle(struct rpc_call *call,
                       sizeof(struct node_write), fed_reply);
 }
 
-enum { FED_LINKS = NODE_READ_FED, FED_TASKS };
+enum { FED_LINKS = NODE_READ_FED, FED_TASKS, FED_RECEIVED, FED_WITNESS };
 
 static void links_reply(struct node *n, struct rpc_call *call)
 {
@@ -652,14 +775,42 @@ void node_fed_read(struct node *n, struct rpc_call *call, int kind)
         rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "node is starting");
         return;
     }
-    {
+    if (kind == FED_RECEIVED) {
+        const Cityops__V1__FedReceivedRequest *req =
+            (const Cityops__V1__FedReceivedRequest *)rpc_call_request(call);
+        Cityops__V1__FedReceivedResponse *r = NULL;
+
+        rv = store_fed_received(n->store, req->topic, req->origin, &r);
+        if (rv == 0) {
+            rpc_call_reply(call, &r->base);
+            cityops__v1__fed_received_response__free_unpacked(r, NULL);
+            return;
+        }
+    } else if (kind == FED_WITNESS) {
+        const Cityops__V1__FedWitnessRequest *req =
+            (const Cityops__V1__FedWitnessRequest *)rpc_call_request(call);
+        Cityops__V1__CheckpointList *r = NULL;
+
+        rv = store_fed_witness_list(n->store, req->origin, &r);
+        if (rv == 0) {
+            rpc_call_reply(call, &r->base);
+            cityops__v1__checkpoint_list__free_unpacked(r, NULL);
+            return;
+        }
+    } else {
         Cityops__V1__FedTasksResponse *r = NULL;
+
         rv = store_fed_tasks(n->store, wall_us(), &r);
         if (rv == 0) {
             rpc_call_reply(call, &r->base);
             cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
             return;
         }
+    }
+    if (rv == STORE_INVALID) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                      "topic or origin is not a valid name");
+        return;
     }
     snprintf(msg, sizeof msg, "federation: %s", store_errmsg(n->store));
     rpc_call_fail(call, node_status_from_err(rv), msg);
@@ -679,6 +830,34 @@ void node_fed_methods_add(struct node *n)
                     &cityops__v1__fed_link_set__descriptor,
                     &cityops__v1__fed_reply__descriptor, fed_write_handle,
                     CITYOPS__V1__COMMAND__OP_FED_LINK_SET);
+    node_method_add(n, "/cityops.v1.Federation/ForwardTask",
+                    &cityops__v1__fed_forward_task__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK);
+    node_method_add(n, "/cityops.v1.Federation/TaskToCase",
+                    &cityops__v1__fed_task_to_case__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE);
+    node_method_add(n, "/cityops.v1.Federation/Handover",
+                    &cityops__v1__fed_handover__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_HANDOVER);
+    node_method_add(n, "/cityops.v1.Federation/Subscribe",
+                    &cityops__v1__fed_subscribe__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE);
+    node_method_add(n, "/cityops.v1.Federation/Publish",
+                    &cityops__v1__fed_publish__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_PUBLISH);
+    node_method_add(n, "/cityops.v1.Federation/Received",
+                    &cityops__v1__fed_received_request__descriptor,
+                    &cityops__v1__fed_received_response__descriptor,
+                    node_read_handle, FED_RECEIVED);
+    node_method_add(n, "/cityops.v1.Federation/Witness",
+                    &cityops__v1__fed_witness_request__descriptor,
+                    &cityops__v1__checkpoint_list__descriptor,
+                    node_read_handle, FED_WITNESS);
     node_method_add(n, "/cityops.v1.Federation/Links",
                     &cityops__v1__fed_links_request__descriptor,
                     &cityops__v1__fed_links_response__descriptor,

@@ -73,6 +73,7 @@ struct node_config {
     char fed_cert[NODE_PATH_SIZE];
     char fed_key[NODE_PATH_SIZE];
     unsigned fed_retry_ms; /* delivery retry / poll period */
+    unsigned fed_stats_s;  /* leader publishes "stats" this often; 0 = off */
     struct node_link links[NODE_MAX_LINKS];
     size_t n_links;
     size_t n_members;
