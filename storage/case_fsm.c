@@ -1471,13 +1471,16 @@ static int fsm_tick(struct fsm *f)
     return rv;
 }
 
-int case_fsm_reopen(struct store *s,
-                    MDB_txn *txn,
-                    uint64_t index,
-                    const Cityops__V1__Command *cmd,
-                    uint64_t case_id,
-                    const char *reason,
-                    Cityops__V1__CommandResult *res)
+/* @op on case @case_id for a command that is not that op's own (public
+ * reopen, federation hand-over): the generic path with its checks. */
+static int op_run(struct store *s,
+                  MDB_txn *txn,
+                  uint64_t index,
+                  const Cityops__V1__Command *cmd,
+                  const struct fsm_op *op,
+                  uint64_t case_id,
+                  const char *reason,
+                  Cityops__V1__CommandResult *res)
 {
     struct fsm f = {s, txn, index, cmd, res};
     struct fsm_args a = {case_id, reason, 0, NULL};
@@ -1486,9 +1489,20 @@ int case_fsm_reopen(struct store *s,
     res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
     rv = cmd_validate(&f);
     if (rv == 0) {
-        rv = fsm_case_event(&f, &op_reopen, &a);
+        rv = fsm_case_event(&f, op, &a);
     }
     return rv == FSM_REFUSED ? 0 : rv;
+}
+
+int case_fsm_reopen(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    uint64_t case_id,
+                    const char *reason,
+                    Cityops__V1__CommandResult *res)
+{
+    return op_run(s, txn, index, cmd, &op_reopen, case_id, reason, res);
 }
 
 int case_fsm_transfer_out(struct store *s,
@@ -1499,16 +1513,7 @@ int case_fsm_transfer_out(struct store *s,
                           const char *reason,
                           Cityops__V1__CommandResult *res)
 {
-    struct fsm f = {s, txn, index, cmd, res};
-    struct fsm_args a = {case_id, reason, 0, NULL};
-    int rv;
-
-    res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;
-    rv = cmd_validate(&f);
-    if (rv == 0) {
-        rv = fsm_case_event(&f, &op_transfer_out, &a);
-    }
-    return rv == FSM_REFUSED ? 0 : rv;
+    return op_run(s, txn, index, cmd, &op_transfer_out, case_id, reason, res);
 }
 
 int case_remote_ref_set(struct store *s,
