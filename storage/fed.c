@@ -842,7 +842,7 @@ static char *task_description(const Cityops__V1__KeyTask *t)
 }
 
 /* The case (source UPPER_TIER) made from task view @v: res->case_ holds
- * it on OK, with remote_ref "<origin tier>/<task id>". */
+ * it on OK, with remote_ref the task id ("<origin tier>/<n>"). */
 static int task_case_create(struct store *s,
                             MDB_txn *txn,
                             uint64_t index,
@@ -854,7 +854,7 @@ static int task_case_create(struct store *s,
     Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
     Cityops__V1__Location loc = CITYOPS__V1__LOCATION__INIT;
     Cityops__V1__Command sys = *cmd;
-    char ref[STORE_FED_TIER_MAX + STORE_FED_TASK_ID_MAX + 2];
+    const char *ref;
     int rv;
 
     r.source = CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_UPPER_TIER;
@@ -877,8 +877,8 @@ static int task_case_create(struct store *s,
     if (rv != 0 || res->code != RC_OK) {
         return rv;
     }
-    snprintf(ref, sizeof(ref), "%s/%s", str0(v->task->origin_tier),
-             v->task->task_id);
+    /* the task id is "<origin tier>/<n>" already */
+    ref = v->task->task_id;
     rv = case_remote_ref_set(s, txn, index, res->case_->case_id, ref);
     if (rv == 0 && store_str_set(&res->case_->remote_ref, ref) != 0) {
         rv = store_errf(s, STORE_NOMEM, "fed: out of memory");

@@ -676,7 +676,8 @@ int store_public_settings(struct store *s,
  * - fed_task_to_case (role SHIFT_LEADER or ADMIN): a task received here
  *   becomes a case (source UPPER_TIER, category from the command, grid code
  *   if given, description = title, a line break and the detail, cut to
- *   STORE_MAX_DESCRIPTION bytes, remote_ref "<task's origin>/<task id>");
+ *   STORE_MAX_DESCRIPTION bytes, remote_ref the task id, which is
+ *   "<origin tier>/<n>");
  *   the view records case_id; a second time is FAILED_PRECONDITION.
  *   res->message is "case <id>", res->case_ the case.
  * - fed_handover (role SHIFT_LEADER; 跨界移交): the open case goes to

@@ -1474,7 +1474,7 @@ static void test_a_received_task_becomes_a_case_once(void **state)
     assert_int_equal(c->source,
                      CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_UPPER_TIER);
     assert_int_equal(c->state, CITYOPS__V1__CASE_STATE__CASE_STATE_REPORTED);
-    assert_string_equal(c->remote_ref, PARENT "/" PARENT "/1");
+    assert_string_equal(c->remote_ref, PARENT "/1");
     assert_string_equal(c->description,
                         "manhole covers\ncheck every manhole cover on the "
                         "ring road");
