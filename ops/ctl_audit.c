@@ -675,6 +675,64 @@ static int inclusion_ok(uint64_t index, uint64_t size, const uint8_t *leaf,
     return sn == 0 && memcmp(r, root, HASH) == 0;
 }
 
+/* RFC 9162 2.1.4.2: verify a consistency proof between two tree heads. */
+int ops_audit_consistency_ok(uint64_t first,
+                             const uint8_t *first_root,
+                             uint64_t second,
+                             const uint8_t *second_root,
+                             const ProtobufCBinaryData *path,
+                             size_t n_path)
+{
+    uint64_t fn = first - 1;
+    uint64_t sn = second - 1;
+    uint8_t fr[HASH];
+    uint8_t sr[HASH];
+    size_t i = 0;
+
+    if (first == 0 || first > second) {
+        return first == 0 && n_path == 0;
+    }
+    if (first == second) {
+        return n_path == 0 && memcmp(first_root, second_root, HASH) == 0;
+    }
+    while (fn & 1) {
+        fn >>= 1;
+        sn >>= 1;
+    }
+    if ((first & (first - 1)) == 0) {
+        memcpy(fr, first_root, HASH); /* a power of two: the path omits it */
+    } else if (n_path > 0 && path[0].len == HASH) {
+        memcpy(fr, path[i++].data, HASH);
+    } else {
+        return 0;
+    }
+    memcpy(sr, fr, HASH);
+    for (; i < n_path; i++) {
+        if (sn == 0 || path[i].len != HASH) {
+            return 0;
+        }
+        if ((fn & 1) || fn == sn) {
+            sha256_prefixed(1, path[i].data, fr, fr);
+            sha256_prefixed(1, path[i].data, sr, sr);
+            while (!(fn & 1) && fn != 0) {
+                fn >>= 1;
+                sn >>= 1;
+            }
+        } else {
+            sha256_prefixed(1, sr, path[i].data, sr);
+        }
+        fn >>= 1;
+        sn >>= 1;
+    }
+    return sn == 0 && memcmp(fr, first_root, HASH) == 0 &&
+           memcmp(sr, second_root, HASH) == 0;
+}
+
+int ops_audit_signature_ok(const Cityops__V1__Checkpoint *cp)
+{
+    return signature_ok(cp, NULL);
+}
+
 static int run_proof(struct ops_ctl *ctl, const struct ops_args *a)
 {
     Cityops__V1__InclusionProofRequest req =

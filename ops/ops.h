@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "cityops/v1/audit.pb-c.h"
 #include "cityops/v1/cases.pb-c.h"
 #include "cityops/v1/cluster.pb-c.h"
 #include "cityops/v1/dr.pb-c.h"
@@ -219,6 +220,17 @@ int ctl_audit_run(struct ops_ctl *ctl, const struct ops_args *a);
 const char *ctl_case_options(const char *sub);
 const char *ctl_cluster_options(const char *sub);
 const char *ctl_audit_options(const char *sub);
+/* RFC 6962/9162 checks shared with other commands (fed witness verify).
+ * 1 if @path proves the tree of @second leaves (root @second_root, 32
+ * bytes) extends the one of @first (@first_root), else 0. */
+int ops_audit_consistency_ok(uint64_t first,
+                             const uint8_t *first_root,
+                             uint64_t second,
+                             const uint8_t *second_root,
+                             const ProtobufCBinaryData *path,
+                             size_t n_path);
+/* 1 if @cp carries a valid Ed25519 signature by its own public key. */
+int ops_audit_signature_ok(const Cityops__V1__Checkpoint *cp);
 
 /* --- ctl_backup.c, ctl_recover.c: disaster recovery --- *
  * backup verify/restore work on local files with storage/ directly (no node
