@@ -97,6 +97,15 @@ static const struct opt_spec opt_specs[] = {
     {"force", 0},
     {"period", 1},
     {"by", 1},
+    {"peer", 1},
+    {"publisher", 1},
+    {"topic", 1},
+    {"unsubscribe", 0},
+    {"key", 1},
+    {"file", 1},
+    {"stats", 1},
+    {"origin", 1},
+    {"child-endpoints", 1},
     /* admin */
     {"name", 1},
     {"workday", 0},
@@ -203,6 +212,23 @@ static const char usage_text[] =
     "                                         feedback up       [shift-leader]\n"
     "  fed link add TIER --kind parent|child|peer --endpoint H:P [...]\n"
     "  fed link remove TIER                   linked platforms  [admin]\n"
+    "  fed forward TASK --child TIER [--child ...]\n"
+    "                                         a received task on down\n"
+    "                                                           [shift-leader]\n"
+    "  fed to-case TASK --type component|event --major NN --minor NN\n"
+    "              [--grid G]                 a received task as a case\n"
+    "                                                           [shift-leader]\n"
+    "  fed handover CASE --peer TIER [--reason R]\n"
+    "                                         a case to a peer  [shift-leader]\n"
+    "  fed subscribe --publisher TIER --topic T [--unsubscribe]   [admin]\n"
+    "  fed publish --topic T --key K (--file F.json | --stats PERIOD)\n"
+    "                                         to subscribers    [admin]\n"
+    "  fed received [--topic T] [--origin TIER]\n"
+    "                                         publications received here\n"
+    "  fed witness [--origin TIER]            a child's signed heads kept "
+    "here\n"
+    "  fed witness verify --origin TIER --child-endpoints H:P[,...]\n"
+    "                                         signatures and consistency\n"
     "\n"
     "Disaster recovery [admin]:\n"
     "  backup create --out FILE               online consistent backup from "
