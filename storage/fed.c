@@ -239,6 +239,22 @@ static int role_in(const Cityops__V1__Command *cmd,
     return cmd->role == a || cmd->role == b;
 }
 
+/* Key-task commands are a shift leader's or an admin's: 1 (and the
+ * refusal in @res, "@what needs role ...") if @cmd is neither's. */
+static int not_leader_or_admin(const Cityops__V1__Command *cmd,
+                               const char *what,
+                               Cityops__V1__CommandResult *res)
+{
+    char msg[96];
+
+    if (role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
+                CITYOPS__V1__ROLE__ROLE_ADMIN)) {
+        return 0;
+    }
+    snprintf(msg, sizeof(msg), "%s needs role SHIFT_LEADER or ADMIN", what);
+    return store_result_fail(res, RC_DENIED, msg) != 0 ? STORE_NOMEM : 1;
+}
+
 /* --- rows --- */
 
 static MDB_val str_key(const char *v)
@@ -331,6 +347,72 @@ static int packed_put(struct store *s,
     return 0;
 }
 
+/* A fed_tasks value decoded: *tag and the view, or NULL if it does not
+ * decode (free with cityops__v1__fed_task_view__free_unpacked). */
+static Cityops__V1__FedTaskView *view_decode(const MDB_val *v, char *tag)
+{
+    Cityops__V1__FedTaskView *t = NULL;
+
+    *tag = v->mv_size > 0 ? *(const char *)v->mv_data : 0;
+    if (v->mv_size > 0) {
+        t = cityops__v1__fed_task_view__unpack(
+            NULL, v->mv_size - 1, (const uint8_t *)v->mv_data + 1);
+    }
+    if (t != NULL && (t->task == NULL ||
+                      (*tag != TASK_ASSIGNED && *tag != TASK_RECEIVED))) {
+        cityops__v1__fed_task_view__free_unpacked(t, NULL);
+        t = NULL;
+    }
+    return t;
+}
+
+/* Called per row by rows_walk(): 0 goes on, 1 stops, else a STORE_* code. */
+typedef int (*row_fn)(struct store *s,
+                      const MDB_val *k,
+                      const MDB_val *v,
+                      void *arg);
+
+static int rows_walk(struct store *s,
+                     MDB_txn *txn,
+                     enum store_db db,
+                     row_fn fn,
+                     void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rv = 0;
+    int rc;
+
+    rc = mdb_cursor_open(txn, s->dbi[db], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "%s cursor", store_db_names[db]);
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && rv == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        rv = fn(s, &k, &v, arg);
+    }
+    mdb_cursor_close(cur);
+    if (rv == 1) {
+        return 0;
+    }
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND) {
+        rv = store_mdb_err(s, rc, "read %s", store_db_names[db]);
+    }
+    return rv;
+}
+
+/* A zeroed array of one @size slot per row of @db (and one more), for a
+ * walk in the same transaction; NULL if out of memory or on error. */
+static void *rows_array(MDB_txn *txn, MDB_dbi dbi, size_t size)
+{
+    MDB_stat st;
+
+    if (mdb_stat(txn, dbi, &st) != 0) {
+        return NULL;
+    }
+    return calloc(st.ms_entries + 1, size);
+}
+
 /* The stored task @id: *tag is TASK_ASSIGNED or TASK_RECEIVED; *out is
  * unpacked (free with cityops__v1__fed_task_view__free_unpacked).
  * STORE_NOTFOUND without a message if there is none. */
@@ -352,21 +434,37 @@ static int task_load(struct store *s,
     if (rc != 0) {
         return store_mdb_err(s, rc, "get fed_tasks/%s", id);
     }
-    if (v.mv_size > 0) {
-        *tag = *(const char *)v.mv_data;
-        *out = cityops__v1__fed_task_view__unpack(
-            NULL, v.mv_size - 1, (const uint8_t *)v.mv_data + 1);
-    }
-    if (*out == NULL || (*tag != TASK_ASSIGNED && *tag != TASK_RECEIVED) ||
-        (*out)->task == NULL) {
-        if (*out != NULL) {
-            cityops__v1__fed_task_view__free_unpacked(*out, NULL);
-            *out = NULL;
-        }
+    *out = view_decode(&v, tag);
+    if (*out == NULL) {
         return store_errf(s, STORE_CORRUPT, "fed_tasks/%s does not decode",
                           id);
     }
     return 0;
+}
+
+/* The task @id received here, for a command on it; on refusal (no such
+ * task: NOT_FOUND, one assigned here: FAILED_PRECONDITION @why) the
+ * result says so and *v is NULL. */
+static int received_load(struct store *s,
+                         MDB_txn *txn,
+                         const char *id,
+                         const char *why,
+                         Cityops__V1__FedTaskView **v,
+                         Cityops__V1__CommandResult *res)
+{
+    char tag = 0;
+    int rv;
+
+    rv = task_load(s, txn, id, &tag, v);
+    if (rv == STORE_NOTFOUND) {
+        return store_result_fail(res, RC_NOT_FOUND, "no such task");
+    }
+    if (rv == 0 && tag != TASK_RECEIVED) {
+        cityops__v1__fed_task_view__free_unpacked(*v, NULL);
+        *v = NULL;
+        return store_result_fail(res, RC_PRECONDITION, why);
+    }
+    return rv;
 }
 
 /* Store @v (a loaded task) with @fb as the latest feedback of
@@ -574,10 +672,9 @@ static int assign_task(struct store *s,
     MDB_val k;
     int rv;
 
-    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
-                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
-        return store_result_fail(res, RC_DENIED,
-                                 "key tasks need role SHIFT_LEADER or ADMIN");
+    rv = not_leader_or_admin(cmd, "key tasks", res);
+    if (rv != 0) {
+        return rv == 1 ? 0 : rv;
     }
     rv = assign_check(cmd, res);
     if (rv != 0 || res->code != RC_OK) {
@@ -649,27 +746,23 @@ static int feedback_send(struct store *s,
     Cityops__V1__TaskFeedback fb = CITYOPS__V1__TASK_FEEDBACK__INIT;
     Cityops__V1__FedTaskView *v = NULL;
     const char *origin;
-    char tag = 0;
     int rv;
 
-    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
-                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
-        return store_result_fail(res, RC_DENIED,
-                                 "feedback needs role SHIFT_LEADER or ADMIN");
+    rv = not_leader_or_admin(cmd, "feedback", res);
+    if (rv != 0) {
+        return rv == 1 ? 0 : rv;
     }
     rv = feedback_check(f, res);
     if (rv != 0 || res->code != RC_OK) {
         return rv;
     }
-    rv = task_load(s, txn, f->task_id, &tag, &v);
-    if (rv == STORE_NOTFOUND) {
-        return store_result_fail(res, RC_NOT_FOUND, "no such task");
-    }
-    if (rv != 0) {
+    rv = received_load(s, txn, f->task_id,
+                       "feedback is sent on tasks received here", &v, res);
+    if (rv != 0 || res->code != RC_OK) {
         return rv;
     }
     origin = str0(v->task->origin_tier);
-    if (tag != TASK_RECEIVED || !tier_ok(origin)) {
+    if (!tier_ok(origin)) {
         rv = store_result_fail(res, RC_PRECONDITION,
                                "feedback is sent on tasks received here");
         goto out_free_view;
@@ -684,7 +777,7 @@ static int feedback_send(struct store *s,
     fb.status = f->status;
     fb.note = (char *)str0(f->note);
     fb.at = cmd->time;
-    rv = task_save_feedback(s, txn, tag, v, &fb);
+    rv = task_save_feedback(s, txn, TASK_RECEIVED, v, &fb);
     if (rv == 0) {
         /* one stream per (origin, destination): the parent's inbox keeps a
          * single seq per child, and checkpoints already go to "parent" */
@@ -749,29 +842,20 @@ static int forward_task(struct store *s,
     Cityops__V1__FedTaskView *v = NULL;
     Cityops__V1__FedTaskView nv;
     char **all = NULL;
-    char tag = 0;
     int rv;
 
-    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
-                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
-        return store_result_fail(res, RC_DENIED,
-                                 "forwarding needs role SHIFT_LEADER or ADMIN");
+    rv = not_leader_or_admin(cmd, "forwarding", res);
+    if (rv != 0) {
+        return rv == 1 ? 0 : rv;
     }
     rv = forward_check(fw, res);
     if (rv != 0 || res->code != RC_OK) {
         return rv;
     }
-    rv = task_load(s, txn, fw->task_id, &tag, &v);
-    if (rv == STORE_NOTFOUND) {
-        return store_result_fail(res, RC_NOT_FOUND, "no such task");
-    }
-    if (rv != 0) {
+    rv = received_load(s, txn, fw->task_id,
+                       "only a task received here is forwarded", &v, res);
+    if (rv != 0 || res->code != RC_OK) {
         return rv;
-    }
-    if (tag != TASK_RECEIVED) {
-        rv = store_result_fail(res, RC_PRECONDITION,
-                               "only a task received here is forwarded");
-        goto out_free_view;
     }
     if (v->n_forwarded_to + fw->n_child_tiers > FED_CHILDREN_MAX) {
         rv = store_result_fail(res, RC_INVALID,
@@ -802,7 +886,7 @@ static int forward_task(struct store *s,
     nv = *v;
     nv.forwarded_to = all;
     nv.n_forwarded_to = v->n_forwarded_to + fw->n_child_tiers;
-    rv = task_save(s, txn, tag, &nv);
+    rv = task_save(s, txn, TASK_RECEIVED, &nv);
     if (rv == 0) {
         rv = forward_send(s, txn, index, cmd, v);
     }
@@ -895,14 +979,11 @@ static int task_to_case(struct store *s,
     const Cityops__V1__FedTaskToCase *tc = cmd->fed_task_to_case;
     Cityops__V1__FedTaskView *v = NULL;
     char msg[64];
-    char tag = 0;
     int rv;
 
-    if (!role_in(cmd, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER,
-                 CITYOPS__V1__ROLE__ROLE_ADMIN)) {
-        return store_result_fail(res, RC_DENIED,
-                                 "a task becomes a case by role SHIFT_LEADER "
-                                 "or ADMIN");
+    rv = not_leader_or_admin(cmd, "a task to case", res);
+    if (rv != 0) {
+        return rv == 1 ? 0 : rv;
     }
     if (!task_id_ok(tc->task_id)) {
         return store_result_fail(res, RC_INVALID, "task id required");
@@ -913,17 +994,10 @@ static int task_to_case(struct store *s,
         return store_result_fail(res, RC_INVALID,
                                  "category_type must be COMPONENT or EVENT");
     }
-    rv = task_load(s, txn, tc->task_id, &tag, &v);
-    if (rv == STORE_NOTFOUND) {
-        return store_result_fail(res, RC_NOT_FOUND, "no such task");
-    }
-    if (rv != 0) {
+    rv = received_load(s, txn, tc->task_id,
+                       "only a task received here becomes a case", &v, res);
+    if (rv != 0 || res->code != RC_OK) {
         return rv;
-    }
-    if (tag != TASK_RECEIVED) {
-        rv = store_result_fail(res, RC_PRECONDITION,
-                               "only a task received here becomes a case");
-        goto out_free_view;
     }
     if (v->case_id != 0) {
         snprintf(msg, sizeof(msg), "the task is case %llu already",
@@ -936,7 +1010,7 @@ static int task_to_case(struct store *s,
         goto out_free_view;
     }
     v->case_id = res->case_->case_id;
-    rv = task_save(s, txn, tag, v);
+    rv = task_save(s, txn, TASK_RECEIVED, v);
     snprintf(msg, sizeof(msg), "case %llu", (unsigned long long)v->case_id);
     if (rv == 0 && (store_str_set(&res->message, msg) != 0 ||
                     store_str_set(&res->ref, tc->task_id) != 0)) {
@@ -2204,60 +2278,42 @@ static int supervise_one(struct store *s,
     return rv;
 }
 
-/* The ids of at most FED_TICK_MAX tasks to supervise at @now, into @ids
- * (each malloc'd). Tasks are few (one per assignment), so a scan of the
- * whole table per tick costs less than keeping a deadline index. */
-static int tick_collect(struct store *s,
-                        MDB_txn *txn,
-                        int64_t now,
-                        char **ids,
-                        size_t *n)
+struct tick_walk {
+    int64_t now;
+    char **ids; /* FED_TICK_MAX slots */
+    size_t n;
+};
+
+/* Collect the id of a task to supervise. Tasks are few (one per
+ * assignment), so a scan of the whole table per tick costs less than
+ * keeping a deadline index. */
+static int tick_row(struct store *s,
+                    const MDB_val *k,
+                    const MDB_val *v,
+                    void *arg)
 {
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rv = 0;
-    int rc;
+    struct tick_walk *w = arg;
+    Cityops__V1__FedTaskView *t;
+    char tag;
+    int late;
 
-    *n = 0;
-    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_TASKS], &cur);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "fed_tasks cursor");
+    if (w->n == FED_TICK_MAX) {
+        return 1; /* the rest wait for the next tick */
     }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-         rc == 0 && *n < FED_TICK_MAX;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Cityops__V1__FedTaskView *t = NULL;
-        char tag = v.mv_size > 0 ? *(const char *)v.mv_data : 0;
-
-        if (v.mv_size > 0) {
-            t = cityops__v1__fed_task_view__unpack(
-                NULL, v.mv_size - 1, (const uint8_t *)v.mv_data + 1);
-        }
-        if (t == NULL || t->task == NULL) {
-            if (t != NULL) {
-                cityops__v1__fed_task_view__free_unpacked(t, NULL);
-            }
-            rv = store_errf(s, STORE_CORRUPT, "fed_tasks row does not decode");
-            break;
-        }
-        if (late_child(t, tag, now)) {
-            ids[*n] = strndup(k.mv_data, k.mv_size);
-            if (ids[*n] == NULL) {
-                rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
-            } else {
-                (*n)++;
-            }
-        }
-        cityops__v1__fed_task_view__free_unpacked(t, NULL);
-        if (rv != 0) {
-            break;
-        }
+    t = view_decode(v, &tag);
+    if (t == NULL) {
+        return store_errf(s, STORE_CORRUPT, "fed_tasks row does not decode");
     }
-    mdb_cursor_close(cur);
-    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND) {
-        rv = store_mdb_err(s, rc, "read fed_tasks");
+    late = late_child(t, tag, w->now);
+    cityops__v1__fed_task_view__free_unpacked(t, NULL);
+    if (late) {
+        w->ids[w->n] = strndup(k->mv_data, k->mv_size);
+        if (w->ids[w->n] == NULL) {
+            return store_errf(s, STORE_NOMEM, "fed: out of memory");
+        }
+        w->n++;
     }
-    return rv;
+    return 0;
 }
 
 int fed_on_tick(struct store *s,
@@ -2265,22 +2321,46 @@ int fed_on_tick(struct store *s,
                 uint64_t index,
                 const Cityops__V1__Command *cmd)
 {
-    char **ids = calloc(FED_TICK_MAX, sizeof(*ids));
-    size_t n = 0;
+    struct tick_walk w = {cmd->time, NULL, 0};
     int rv;
 
-    if (ids == NULL) {
+    w.ids = calloc(FED_TICK_MAX, sizeof(*w.ids));
+    if (w.ids == NULL) {
         return store_errf(s, STORE_NOMEM, "fed: out of memory");
     }
-    rv = tick_collect(s, txn, cmd->time, ids, &n);
-    for (size_t i = 0; rv == 0 && i < n; i++) {
-        rv = supervise_one(s, txn, index, cmd, ids[i]);
+    rv = rows_walk(s, txn, STORE_DB_FED_TASKS, tick_row, &w);
+    for (size_t i = 0; rv == 0 && i < w.n; i++) {
+        rv = supervise_one(s, txn, index, cmd, w.ids[i]);
     }
-    for (size_t i = 0; i < n; i++) {
-        free(ids[i]);
+    for (size_t i = 0; i < w.n; i++) {
+        free(w.ids[i]);
     }
-    free(ids);
+    free(w.ids);
     return rv;
+}
+
+struct tasks_walk {
+    int64_t now;
+    Cityops__V1__FedTasksResponse *r;
+};
+
+static int task_row(struct store *s,
+                    const MDB_val *k,
+                    const MDB_val *v,
+                    void *arg)
+{
+    struct tasks_walk *w = arg;
+    Cityops__V1__FedTaskView *t;
+    char tag;
+
+    (void)k;
+    t = view_decode(v, &tag);
+    if (t == NULL) {
+        return store_errf(s, STORE_CORRUPT, "fed_tasks row does not decode");
+    }
+    t->overdue = overdue(t, tag, w->now);
+    w->r->tasks[w->r->n_tasks++] = t;
+    return 0;
 }
 
 /* Fill @r with every stored task, in task id order. */
@@ -2289,50 +2369,13 @@ static int tasks_read(struct store *s,
                       int64_t now_us,
                       Cityops__V1__FedTasksResponse *r)
 {
-    MDB_cursor *cur;
-    MDB_stat st;
-    MDB_val k, v;
-    int rc;
+    struct tasks_walk w = {now_us, r};
 
-    rc = mdb_stat(txn, s->dbi[STORE_DB_FED_TASKS], &st);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "stat fed_tasks");
-    }
-    r->tasks = calloc(st.ms_entries > 0 ? st.ms_entries : 1,
-                      sizeof(*r->tasks));
+    r->tasks = rows_array(txn, s->dbi[STORE_DB_FED_TASKS], sizeof(*r->tasks));
     if (r->tasks == NULL) {
         return STORE_NOMEM;
     }
-    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_TASKS], &cur);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "fed_tasks cursor");
-    }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-         rc == 0 && r->n_tasks < st.ms_entries;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Cityops__V1__FedTaskView *t = NULL;
-        char tag = v.mv_size > 0 ? *(const char *)v.mv_data : 0;
-
-        if (v.mv_size > 0) {
-            t = cityops__v1__fed_task_view__unpack(
-                NULL, v.mv_size - 1, (const uint8_t *)v.mv_data + 1);
-        }
-        if (t == NULL || t->task == NULL) {
-            if (t != NULL) {
-                cityops__v1__fed_task_view__free_unpacked(t, NULL);
-            }
-            mdb_cursor_close(cur);
-            return store_errf(s, STORE_CORRUPT,
-                              "fed_tasks row does not decode");
-        }
-        t->overdue = overdue(t, tag, now_us);
-        r->tasks[r->n_tasks++] = t;
-    }
-    mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return store_mdb_err(s, rc, "read fed_tasks");
-    }
-    return 0;
+    return rows_walk(s, txn, STORE_DB_FED_TASKS, task_row, &w);
 }
 
 int store_fed_tasks(struct store *s,
@@ -2447,107 +2490,80 @@ int store_fed_witness_list(struct store *s,
     return 0;
 }
 
-/* Fill @r with the received publications of @topic from @origin ("" =
- * any), in (origin, topic, key) order. */
-static int received_read(struct store *s,
-                         MDB_txn *txn,
-                         const char *topic,
-                         const char *origin,
-                         Cityops__V1__FedReceivedResponse *r)
+struct received_walk {
+    const char *topic;  /* "" = any */
+    const char *origin; /* "" = any */
+    Cityops__V1__FedReceivedResponse *r;
+};
+
+static int received_row(struct store *s,
+                        const MDB_val *k,
+                        const MDB_val *v,
+                        void *arg)
 {
-    MDB_cursor *cur;
-    MDB_stat st;
-    MDB_val k, v;
-    int rc;
+    struct received_walk *w = arg;
+    Cityops__V1__Publication *p;
 
-    rc = mdb_stat(txn, s->dbi[STORE_DB_FED_RECEIVED], &st);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "stat fed_received");
+    (void)k;
+    p = cityops__v1__publication__unpack(NULL, v->mv_size, v->mv_data);
+    if (p == NULL) {
+        return store_errf(s, STORE_CORRUPT, "fed_received row does not decode");
     }
-    r->publications = calloc(st.ms_entries > 0 ? st.ms_entries : 1,
-                             sizeof(*r->publications));
-    if (r->publications == NULL) {
-        return STORE_NOMEM;
+    if ((w->topic[0] != '\0' && strcmp(p->topic, w->topic) != 0) ||
+        (w->origin[0] != '\0' && strcmp(p->origin_tier, w->origin) != 0)) {
+        cityops__v1__publication__free_unpacked(p, NULL);
+        return 0;
     }
-    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_RECEIVED], &cur);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "fed_received cursor");
-    }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-         rc == 0 && r->n_publications < st.ms_entries;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Cityops__V1__Publication *p =
-            cityops__v1__publication__unpack(NULL, v.mv_size, v.mv_data);
-
-        if (p == NULL) {
-            mdb_cursor_close(cur);
-            return store_errf(s, STORE_CORRUPT,
-                              "fed_received row does not decode");
-        }
-        if ((topic[0] != '\0' && strcmp(p->topic, topic) != 0) ||
-            (origin[0] != '\0' && strcmp(p->origin_tier, origin) != 0)) {
-            cityops__v1__publication__free_unpacked(p, NULL);
-            continue;
-        }
-        r->publications[r->n_publications++] = p;
-    }
-    mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return store_mdb_err(s, rc, "read fed_received");
-    }
+    w->r->publications[w->r->n_publications++] = p;
     return 0;
 }
 
-/* Fill @r's subscriptions ("<tier> <topic>") to @topic ("" = any). */
-static int subs_read(struct store *s,
-                     MDB_txn *txn,
-                     const char *topic,
-                     Cityops__V1__FedReceivedResponse *r)
+/* A subscription row (topic, '\0', tier) as "<tier> <topic>". */
+static int subs_row(struct store *s,
+                    const MDB_val *k,
+                    const MDB_val *v,
+                    void *arg)
 {
-    MDB_cursor *cur;
-    MDB_stat st;
-    MDB_val k, v;
-    int rc;
+    struct received_walk *w = arg;
+    const char *t = k->mv_data;
+    size_t tl = strnlen(t, k->mv_size);
+    char *line;
 
-    rc = mdb_stat(txn, s->dbi[STORE_DB_FED_SUBS], &st);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "stat fed_subs");
+    (void)v;
+    if (tl + 1 >= k->mv_size ||
+        (w->topic[0] != '\0' &&
+         (strlen(w->topic) != tl || memcmp(t, w->topic, tl) != 0))) {
+        return 0;
     }
-    r->subscriptions = calloc(st.ms_entries > 0 ? st.ms_entries : 1,
-                              sizeof(*r->subscriptions));
-    if (r->subscriptions == NULL) {
+    line = malloc(k->mv_size + 1);
+    if (line == NULL) {
+        return store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+    snprintf(line, k->mv_size + 1, "%.*s %.*s", (int)(k->mv_size - tl - 1),
+             t + tl + 1, (int)tl, t);
+    w->r->subscriptions[w->r->n_subscriptions++] = line;
+    return 0;
+}
+
+static int received_read(struct store *s,
+                         MDB_txn *txn,
+                         struct received_walk *w)
+{
+    Cityops__V1__FedReceivedResponse *r = w->r;
+    int rv;
+
+    r->publications = rows_array(txn, s->dbi[STORE_DB_FED_RECEIVED],
+                                 sizeof(*r->publications));
+    r->subscriptions = rows_array(txn, s->dbi[STORE_DB_FED_SUBS],
+                                  sizeof(*r->subscriptions));
+    if (r->publications == NULL || r->subscriptions == NULL) {
         return STORE_NOMEM;
     }
-    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_FED_SUBS], &cur);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "fed_subs cursor");
+    rv = rows_walk(s, txn, STORE_DB_FED_RECEIVED, received_row, w);
+    if (rv == 0) {
+        rv = rows_walk(s, txn, STORE_DB_FED_SUBS, subs_row, w);
     }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-         rc == 0 && r->n_subscriptions < st.ms_entries;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const char *t = k.mv_data;
-        size_t tl = strnlen(t, k.mv_size);
-        char *line;
-
-        if (tl + 1 >= k.mv_size ||
-            (topic[0] != '\0' && (strlen(topic) != tl ||
-                                  memcmp(t, topic, tl) != 0))) {
-            continue;
-        }
-        line = malloc(k.mv_size + 1);
-        if (line == NULL) {
-            mdb_cursor_close(cur);
-            return STORE_NOMEM;
-        }
-        snprintf(line, k.mv_size + 1, "%.*s %.*s", (int)(k.mv_size - tl - 1),
-                 t + tl + 1, (int)tl, t);
-        r->subscriptions[r->n_subscriptions++] = line;
-    }
-    mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return store_mdb_err(s, rc, "read fed_subs");
-    }
-    return 0;
+    return rv;
 }
 
 int store_fed_received(struct store *s,
@@ -2556,12 +2572,13 @@ int store_fed_received(struct store *s,
                        Cityops__V1__FedReceivedResponse **out)
 {
     Cityops__V1__FedReceivedResponse *r;
+    struct received_walk w = {str0(topic), str0(origin), NULL};
     MDB_txn *txn;
     int rv;
 
     *out = NULL;
-    topic = str0(topic);
-    origin = str0(origin);
+    topic = w.topic;
+    origin = w.origin;
     if ((topic[0] != '\0' && !name_ok(topic, FED_TOPIC_MAX)) ||
         (origin[0] != '\0' && !tier_ok(origin))) {
         return STORE_INVALID;
@@ -2576,10 +2593,8 @@ int store_fed_received(struct store *s,
         free(r);
         return rv;
     }
-    rv = received_read(s, txn, topic, origin, r);
-    if (rv == 0) {
-        rv = subs_read(s, txn, topic, r);
-    }
+    w.r = r;
+    rv = received_read(s, txn, &w);
     store_read_end(s, txn);
     if (rv != 0) {
         cityops__v1__fed_received_response__free_unpacked(r, NULL);
