@@ -1614,7 +1614,8 @@ static int inbound_handover_ack(struct inbound_ctx *c,
     if (k->state != CITYOPS__V1__CASE_STATE__CASE_STATE_TRANSFERRED_OUT ||
         strncmp(str0(k->remote_ref), c->origin, olen) != 0 ||
         k->remote_ref[olen] != '/') {
-        note_add(c->notes, m->seq, "the case was not handed over to the origin");
+        note_add(c->notes, m->seq,
+                 "the case was not handed over to the origin");
     } else {
         snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
                  (unsigned long long)h->peer_case_id);

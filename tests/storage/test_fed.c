@@ -1165,6 +1165,21 @@ static void test_audit_names_the_federation_targets(void **state)
 
 #define GRAND "cn-45-02-01"
 
+/* Apply @msg, the request of oneof case @op, at @t as @role. */
+static int apply_op(struct fx *f,
+                    struct tier *t,
+                    Cityops__V1__Role role,
+                    Cityops__V1__Command__OpCase op,
+                    void *msg)
+{
+    Cityops__V1__Command cmd;
+
+    cmd_init(&cmd, role);
+    cmd.op_case = op;
+    cmd.report = msg; /* the oneof's members share one pointer */
+    return apply(f, t, &cmd);
+}
+
 /* Deliver rows @seqs of @from's @link to @to as @origin, with the link
  * back @reply (what the receiving node puts into reply_stream). */
 static int deliver_via(struct fx *f,
@@ -1190,18 +1205,15 @@ static int feedback_at(struct fx *f,
                        const char *tier,
                        const char *status)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedFeedback ff = CITYOPS__V1__FED_FEEDBACK__INIT;
     Cityops__V1__TaskFeedback fb = CITYOPS__V1__TASK_FEEDBACK__INIT;
 
-    cmd_init(&cmd, R(SHIFT_LEADER));
     fb.task_id = (char *)task_id;
     fb.tier_id = (char *)tier;
     fb.status = (char *)status;
     ff.feedback = &fb;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_FEEDBACK;
-    cmd.fed_feedback = &ff;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, R(SHIFT_LEADER),
+                    CITYOPS__V1__COMMAND__OP_FED_FEEDBACK, &ff);
 }
 
 static int forward(struct fx *f,
@@ -1212,17 +1224,14 @@ static int forward(struct fx *f,
                    const char *const *children,
                    size_t n)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedForwardTask fw = CITYOPS__V1__FED_FORWARD_TASK__INIT;
 
-    cmd_init(&cmd, role);
     fw.task_id = (char *)task_id;
     fw.origin_tier = (char *)self;
     fw.n_child_tiers = n;
     fw.child_tiers = (char **)children;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK;
-    cmd.fed_forward_task = &fw;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, role,
+                    CITYOPS__V1__COMMAND__OP_FED_FORWARD_TASK, &fw);
 }
 
 static int to_case(struct fx *f,
@@ -1231,27 +1240,22 @@ static int to_case(struct fx *f,
                    const char *task_id,
                    Cityops__V1__CategoryType type)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedTaskToCase tc = CITYOPS__V1__FED_TASK_TO_CASE__INIT;
 
-    cmd_init(&cmd, role);
     tc.task_id = (char *)task_id;
     tc.category_type = type;
     tc.major_code = "01";
     tc.minor_code = "02";
     tc.grid_code = "g-7";
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE;
-    cmd.fed_task_to_case = &tc;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, role,
+                    CITYOPS__V1__COMMAND__OP_FED_TASK_TO_CASE, &tc);
 }
 
 static int report(struct fx *f, struct tier *t)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
     Cityops__V1__Location loc = CITYOPS__V1__LOCATION__INIT;
 
-    cmd_init(&cmd, R(INSPECTOR));
     r.category_type = CITYOPS__V1__CATEGORY_TYPE__CATEGORY_TYPE_EVENT;
     r.major_code = "03";
     r.minor_code = "04";
@@ -1260,9 +1264,8 @@ static int report(struct fx *f, struct tier *t)
     loc.lat = 22.8;
     loc.grid_code = "g-9";
     r.location = &loc;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_REPORT;
-    cmd.report = &r;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, R(INSPECTOR),
+                    CITYOPS__V1__COMMAND__OP_REPORT, &r);
 }
 
 static int hand_over(struct fx *f,
@@ -1270,17 +1273,14 @@ static int hand_over(struct fx *f,
                      uint64_t case_id,
                      const char *peer)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedHandover h = CITYOPS__V1__FED_HANDOVER__INIT;
 
-    cmd_init(&cmd, role);
     h.case_id = case_id;
     h.peer_tier = (char *)peer;
     h.reason = "the site is in the neighbour's grid";
     h.origin_tier = PARENT;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_HANDOVER;
-    cmd.fed_handover = &h;
-    return apply(f, &f->p, &cmd);
+    return apply_op(f, &f->p, role,
+                    CITYOPS__V1__COMMAND__OP_FED_HANDOVER, &h);
 }
 
 static int subscribe_to(struct fx *f,
@@ -1289,18 +1289,15 @@ static int subscribe_to(struct fx *f,
                         const char *stream,
                         int unsubscribe)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedSubscribe sb = CITYOPS__V1__FED_SUBSCRIBE__INIT;
 
-    cmd_init(&cmd, role);
     sb.publisher_tier = PARENT;
     sb.topic = (char *)topic;
     sb.unsubscribe = unsubscribe;
     sb.origin_tier = CHILD;
     sb.stream = (char *)stream;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE;
-    cmd.fed_subscribe = &sb;
-    return apply(f, &f->c, &cmd);
+    return apply_op(f, &f->c, role,
+                    CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE, &sb);
 }
 
 static int publish_at(struct fx *f,
@@ -1311,30 +1308,24 @@ static int publish_at(struct fx *f,
                       const char *key,
                       const char *payload)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__FedPublish p = CITYOPS__V1__FED_PUBLISH__INIT;
 
-    cmd_init(&cmd, role);
     p.topic = (char *)topic;
     p.key = (char *)key;
     p.payload.data = (uint8_t *)payload;
     p.payload.len = strlen(payload);
     p.payload_type = "text/plain";
     p.origin_tier = (char *)self;
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_FED_PUBLISH;
-    cmd.fed_publish = &p;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, role,
+                    CITYOPS__V1__COMMAND__OP_FED_PUBLISH, &p);
 }
 
 static int tick(struct fx *f, struct tier *t)
 {
-    Cityops__V1__Command cmd;
     Cityops__V1__Tick tk = CITYOPS__V1__TICK__INIT;
 
-    cmd_init(&cmd, R(SYSTEM));
-    cmd.op_case = CITYOPS__V1__COMMAND__OP_TICK;
-    cmd.tick = &tk;
-    return apply(f, t, &cmd);
+    return apply_op(f, t, R(SYSTEM),
+                    CITYOPS__V1__COMMAND__OP_TICK, &tk);
 }
 
 static Cityops__V1__FedTasksResponse *tasks(struct fx *f, struct tier *t)
