@@ -60,12 +60,17 @@ def task_view(c, task_id, node=None):
 
 def link(c, tier, node=None):
     """The status of the link to @tier, asked of @node (default: the
-    leader, which is the one that sends)."""
+    leader, which is the one that sends), once it is listed there."""
     node = node or c.leader()
-    for l in c.ctl("fed", "links", endpoints=node.grpc).get("links", []):
-        if l["link"]["tier_id"] == tier:
-            return l
-    return None
+
+    def listed():
+        for l in c.ctl("fed", "links", endpoints=node.grpc).get("links", []):
+            if l["link"]["tier_id"] == tier:
+                return l
+        return None
+    # A node lists a link once its sender has walked the links as leader.
+    return wait_for("link %s listed on n%d" % (tier, node.id), listed, 10,
+                    0.1)
 
 
 def num(d, field):
@@ -485,7 +490,7 @@ class PubSub(Base):
         t = self.tiers({"city-a": 1, "county-b": 1},
                        [("city-a", "county-b", "child"),
                         ("county-b", "city-a", "parent")],
-                       extra={"county-b": "stats_s = 1\n"})
+                       extra={"county-b": "[federation]\nstats_s = 1\n"})
         city, county = t["city-a"], t["county-b"]
         county.ctl("--role", "admin", "fed", "subscribe", "--publisher",
                    "city-a", "--topic", "notices")
@@ -558,13 +563,23 @@ class Witness(Base):
         self.assertEqual(len(hs), 2)
         sizes = [int(h.get("tree_size", h.get("size", 0))) for h in hs]
         self.assertLess(sizes[0], sizes[1])
-        p = subprocess.run(
-            [CITYCTL, "--endpoints", city.endpoints(), "fed", "witness",
-             "verify", "--origin", "county-b", "--child-endpoints",
-             county.endpoints()], capture_output=True, timeout=60)
-        out = (p.stdout + p.stderr).decode()
-        self.assertEqual(p.returncode, 0, out)
-        self.assertIn("OK", out)
+
+        def verify(child):
+            p = subprocess.run(
+                [CITYCTL, "--endpoints", city.endpoints(), "fed", "witness",
+                 "verify", "--origin", "county-b", "--child-endpoints",
+                 child], capture_output=True, timeout=60)
+            return p.returncode, (p.stdout + p.stderr).decode()
+        rc, out = verify(county.endpoints())
+        self.assertEqual(rc, 0, out)
+        self.assertIn("OK (2 heads)", out)
+        # Asked of a cluster whose trail is not the county's (the city's
+        # own), the heads do not check out.
+        rc, out = verify(city.endpoints())
+        print("verify against the city: %s" % out.strip()[:200])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("FAILED", out)
+        self.assertNotIn("OK", out)
 
 
 if __name__ == "__main__":
