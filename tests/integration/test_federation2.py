@@ -14,6 +14,7 @@ certificates from ops/fed-certs):
 
 At most four cityopsd processes run at a time.
 """
+import base64
 import json
 import os
 import re
@@ -511,6 +512,9 @@ class PubSub(Base):
             return None
         p = wait_for("the notice at the county", got, 30, 0.2)
         self.assertEqual(p["topic"], "notices")
+        self.assertEqual(p.get("payload_type"), "application/json")
+        with open(doc, "rb") as f:
+            self.assertEqual(base64.b64decode(p["payload"]), f.read())
 
         # Stats: the county's leader publishes every stats_s to its parent.
         def stats():
