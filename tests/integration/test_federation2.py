@@ -271,9 +271,7 @@ class ReceiverFailover(Base):
         self.assertGreaterEqual(num(up, "last_seq"), n_steps + n_tasks)
         self.assertEqual(num(link(city, "county-b"), "inbox_through"),
                          num(up, "last_seq"))
-        # The order of the run: step 25 came after 24 ... and before the
-        # "done" of the same task; a reordering would leave another note.
-        # (Checked above: the final note of task 1 is "final 0".)
+        # Every replica of the county, the restarted one included.
         county.converged(timeout=30)
 
     def test_feedback_order_survives_receiver_kill(self):
@@ -444,8 +442,7 @@ class ForwardCaseSupervise(Base):
             city, late).get("supervised"), 30, 0.3)
         wait_for("supervised in the county's view", lambda: task_view(
             county, late).get("supervised"), 30, 0.3)
-        # The first task had its "done" from the county? It had the town's
-        # done only; the county's own feedback on it was never due (2099).
+        # The first task's deadline (2099) has not passed: not supervised.
         self.assertFalse(task_view(city, task_id).get("supervised", False))
 
 
