@@ -686,6 +686,15 @@ static void fed_write_handle(struct rpc_call *call,
         rv = set_tier(&r->origin_tier, n->cfg.tier_id);
         break;
     }
+    case CITYOPS__V1__COMMAND__OP_FED_ESCALATE: {
+        Cityops__V1__FedEscalate *r = (Cityops__V1__FedEscalate *)req;
+        ctx = r->ctx;
+        rv = set_tier(&r->origin_tier, n->cfg.tier_id);
+        break;
+    }
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
+        ctx = ((Cityops__V1__FedHandoverAnswer *)req)->ctx;
+        break;
     case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE: {
         Cityops__V1__FedSubscribe *r = (Cityops__V1__FedSubscribe *)req;
         ctx = r->ctx;
@@ -713,7 +722,13 @@ static void fed_write_handle(struct rpc_call *call,
                       sizeof(struct node_write), fed_reply);
 }
 
-enum { FED_LINKS = NODE_READ_FED, FED_TASKS, FED_RECEIVED, FED_WITNESS };
+enum {
+    FED_LINKS = NODE_READ_FED,
+    FED_TASKS,
+    FED_RECEIVED,
+    FED_WITNESS,
+    FED_INCOMING
+};
 
 static void links_reply(struct node *n, struct rpc_call *call)
 {
@@ -786,6 +801,15 @@ void node_fed_read(struct node *n, struct rpc_call *call, int kind)
             cityops__v1__fed_received_response__free_unpacked(r, NULL);
             return;
         }
+    } else if (kind == FED_INCOMING) {
+        Cityops__V1__FedIncomingResponse *r = NULL;
+
+        rv = store_fed_handovers(n->store, &r);
+        if (rv == 0) {
+            rpc_call_reply(call, &r->base);
+            cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
+            return;
+        }
     } else if (kind == FED_WITNESS) {
         const Cityops__V1__FedWitnessRequest *req =
             (const Cityops__V1__FedWitnessRequest *)rpc_call_request(call);
@@ -850,6 +874,18 @@ void node_fed_methods_add(struct node *n)
                     &cityops__v1__fed_publish__descriptor,
                     &cityops__v1__fed_reply__descriptor, fed_write_handle,
                     CITYOPS__V1__COMMAND__OP_FED_PUBLISH);
+    node_method_add(n, "/cityops.v1.Federation/Escalate",
+                    &cityops__v1__fed_escalate__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_ESCALATE);
+    node_method_add(n, "/cityops.v1.Federation/AnswerHandover",
+                    &cityops__v1__fed_handover_answer__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER);
+    node_method_add(n, "/cityops.v1.Federation/Incoming",
+                    &cityops__v1__fed_incoming_request__descriptor,
+                    &cityops__v1__fed_incoming_response__descriptor,
+                    node_read_handle, FED_INCOMING);
     node_method_add(n, "/cityops.v1.Federation/Received",
                     &cityops__v1__fed_received_request__descriptor,
                     &cityops__v1__fed_received_response__descriptor,

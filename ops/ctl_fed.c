@@ -14,7 +14,13 @@
  *   fed to-case TASK --type component|event --major NN --minor NN
  *              [--grid G]          a received task becomes a local case
  *   fed handover CASE --peer TIER [--reason R]
- *                                  a case over to a peer tier
+ *                                  a case over to a peer tier, pending
+ *                                  until it accepts or declines
+ *   fed escalate CASE [--reason R] a case up to the parent, the same way
+ *   fed incoming                   hand-overs and escalations pending:
+ *                                  received here, and sent from here
+ *   fed accept ID                  open the case here and answer
+ *   fed decline ID --reason R      answer no: the case stays at the sender
  *   fed subscribe --publisher TIER --topic T [--unsubscribe]
  *   fed publish --topic T --key K (--file F.json | --stats PERIOD)
  *   fed received [--topic T] [--origin TIER]
@@ -334,6 +340,96 @@ static int run_handover(struct ops_ctl *ctl, const struct ops_args *a)
     ops_ctx_fill(ctl, &ctx, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER);
     req.ctx = &ctx;
     return write_call(ctl, "Federation/Handover", &req.base);
+}
+
+static int run_escalate(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__FedEscalate req = CITYOPS__V1__FED_ESCALATE__INIT;
+    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
+
+    if (a->n_pos < 3 || ops_parse_u64(a->pos[2], &req.case_id) != 0) {
+        return ops_usage_error(ctl, "fed escalate CASE [--reason R]");
+    }
+    if (ops_arg(a, "reason") != NULL) {
+        req.reason = ops_arg(a, "reason");
+    }
+    ops_ctx_fill(ctl, &ctx, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER);
+    req.ctx = &ctx;
+    return write_call(ctl, "Federation/Escalate", &req.base);
+}
+
+static int run_answer(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__FedHandoverAnswer req = CITYOPS__V1__FED_HANDOVER_ANSWER__INIT;
+    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
+
+    req.decline = strcmp(a->pos[1], "decline") == 0;
+    req.id = a->n_pos > 2 ? a->pos[2] : NULL;
+    if (ops_arg(a, "reason") != NULL) {
+        req.reason = ops_arg(a, "reason");
+    }
+    if (req.id == NULL || (req.decline && ops_arg(a, "reason") == NULL)) {
+        return ops_usage_error(ctl, "fed accept ID | fed decline ID "
+                                    "--reason R");
+    }
+    ops_ctx_fill(ctl, &ctx, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER);
+    req.ctx = &ctx;
+    return write_call(ctl, "Federation/AnswerHandover", &req.base);
+}
+
+static void pending_add(struct ops_table *t,
+                        const char *dir,
+                        const Cityops__V1__HandoverMessage *h)
+{
+    char at[40];
+    const char *cells[6];
+
+    ops_time_format(h->at, at, sizeof at);
+    cells[0] = dir;
+    cells[1] = *h->id != '\0' ? h->id : "-";
+    cells[2] = h->escalation ? "escalation" : "hand-over";
+    cells[3] = *h->target != '\0' ? h->target : h->origin_tier;
+    cells[4] = at;
+    cells[5] = *h->reason != '\0' ? h->reason : "-";
+    ops_table_add(t, cells);
+}
+
+static int run_incoming(struct ops_ctl *ctl)
+{
+    Cityops__V1__FedIncomingRequest req = CITYOPS__V1__FED_INCOMING_REQUEST__INIT;
+    Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
+    Cityops__V1__FedIncomingResponse *r = NULL;
+    static const char *const headers[] = {"DIR", "ID", "KIND", "TIER",
+                                          "AT", "REASON"};
+    struct ops_table *t;
+    int rv;
+
+    ops_read_fill(ctl, &read, CITYOPS__V1__CONSISTENCY__CONSISTENCY_STALE);
+    req.read = &read;
+    rv = ops_call(ctl, "Federation/Incoming", &req.base,
+                  &cityops__v1__fed_incoming_response__descriptor,
+                  (ProtobufCMessage **)&r);
+    if (rv != OPS_EXIT_OK) {
+        return rv;
+    }
+    if (ctl->json) {
+        rv = ops_json_print(ops_pb_to_json(&r->base));
+        cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
+        return rv;
+    }
+    t = ops_table_new(6, headers);
+    for (size_t i = 0; t != NULL && i < r->n_incoming; i++) {
+        pending_add(t, "in", r->incoming[i]);
+    }
+    for (size_t i = 0; t != NULL && i < r->n_outgoing; i++) {
+        pending_add(t, "out", r->outgoing[i]);
+    }
+    if (t != NULL) {
+        ops_table_print(t, stdout);
+        ops_table_free(t);
+    }
+    cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
+    return OPS_EXIT_OK;
 }
 
 static int run_subscribe(struct ops_ctl *ctl, const struct ops_args *a)
@@ -704,8 +800,12 @@ static int run_witness_verify(struct ops_ctl *ctl, const struct ops_args *a)
 
 const char *ctl_fed_options(const char *sub)
 {
-    if (strcmp(sub, "links") == 0 || strcmp(sub, "tasks") == 0) {
+    if (strcmp(sub, "links") == 0 || strcmp(sub, "tasks") == 0 ||
+        strcmp(sub, "incoming") == 0 || strcmp(sub, "accept") == 0) {
         return "";
+    }
+    if (strcmp(sub, "escalate") == 0 || strcmp(sub, "decline") == 0) {
+        return "reason";
     }
     if (strcmp(sub, "assign") == 0) {
         return "title detail deadline child";
@@ -764,6 +864,15 @@ int ctl_fed_run(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(sub, "handover") == 0) {
         return run_handover(ctl, a);
+    }
+    if (strcmp(sub, "escalate") == 0) {
+        return run_escalate(ctl, a);
+    }
+    if (strcmp(sub, "incoming") == 0) {
+        return run_incoming(ctl);
+    }
+    if (strcmp(sub, "accept") == 0 || strcmp(sub, "decline") == 0) {
+        return run_answer(ctl, a);
     }
     if (strcmp(sub, "subscribe") == 0) {
         return run_subscribe(ctl, a);

@@ -383,6 +383,13 @@ static void fed_target(const Cityops__V1__Command *cmd,
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
         target_set(tg, STORE_DB_CASES, cmd->fed_handover->case_id, "case");
         break;
+    case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
+        target_set(tg, STORE_DB_CASES, cmd->fed_escalate->case_id, "case");
+        break;
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
+        snprintf(tg->name, sizeof(tg->name), "fed/handover/%.90s",
+                 str0(cmd->fed_handover_answer->id));
+        break;
     case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
         /* only an outbox row is written: named, nothing to hash */
         snprintf(tg->name, sizeof(tg->name), "fed/subscribe/%.64s",
@@ -460,6 +467,8 @@ int audit_target_begin(struct store *s,
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
     case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
     case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
+    case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
         fed_target(cmd, tg);
         if (tg->db < 0) {
             return 0;

@@ -1193,15 +1193,26 @@ static const struct fsm_op op_reopen = {EVT(REOPEN),
                                         0,
                                         NULL,
                                         reopen_apply};
-/* 跨界移交: the case leaves for a peer tier (federation, fed.c). */
+/* 跨界移交 / 下级上报: the case leaves for a peer or the parent tier
+ * (federation, fed.c); SYSTEM when the other tier's acceptance arrives. */
 static const struct fsm_op op_transfer_out = {EVT(TRANSFER_OUT),
                                               "TRANSFER_OUT",
-                                              ROLE(SHIFT_LEADER),
+                                              ROLE(SHIFT_LEADER) | ROLE(SYSTEM),
                                               ST_OPEN,
                                               TO(TRANSFERRED_OUT),
                                               0,
                                               NULL,
                                               NULL};
+
+/* A note in the case's history (federation, fed.c). */
+static const struct fsm_op op_comment = {EVT(COMMENT),
+                                         "COMMENT",
+                                         ROLE(SHIFT_LEADER) | ROLE(SYSTEM),
+                                         ST_OPEN,
+                                         OVERLAY,
+                                         1,
+                                         NULL,
+                                         NULL};
 
 /* Pick the op and its shared fields out of the command's oneof. */
 static const struct fsm_op *op_decode(const Cityops__V1__Command *cmd,
@@ -1514,6 +1525,17 @@ int case_fsm_transfer_out(struct store *s,
                           Cityops__V1__CommandResult *res)
 {
     return op_run(s, txn, index, cmd, &op_transfer_out, case_id, reason, res);
+}
+
+int case_fsm_comment(struct store *s,
+                     MDB_txn *txn,
+                     uint64_t index,
+                     const Cityops__V1__Command *cmd,
+                     uint64_t case_id,
+                     const char *text,
+                     Cityops__V1__CommandResult *res)
+{
+    return op_run(s, txn, index, cmd, &op_comment, case_id, text, res);
 }
 
 int case_remote_ref_set(struct store *s,

@@ -60,6 +60,8 @@
 #define KIND_SUPERVISE "task_supervise"
 #define KIND_HANDOVER "case_handover"
 #define KIND_HANDOVER_ACK "handover_ack"
+#define KIND_ESCALATION "case_escalation"
+#define KIND_ESCALATION_ACK "escalation_ack"
 #define KIND_SUBSCRIBE "subscribe"
 #define KIND_PUBLICATION "publication"
 
@@ -91,6 +93,8 @@ int fed_op(const Cityops__V1__Command *cmd)
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
     case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE:
     case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
+    case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
         return 1;
     default:
         return 0;
@@ -901,6 +905,18 @@ out_free_view:
 
 /* --- a received task becomes a local case --- */
 
+/* Cut @d (@n bytes) to at most @max bytes at a character boundary. */
+static void utf8_cut(char *d, size_t n, size_t max)
+{
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)d[n] & 0xc0) == 0x80) {
+            n--;
+        }
+        d[n] = '\0';
+    }
+}
+
 /* @title, a line break, @detail, cut to STORE_MAX_DESCRIPTION bytes at a
  * character boundary. Caller frees. */
 static char *task_description(const Cityops__V1__KeyTask *t)
@@ -915,13 +931,7 @@ static char *task_description(const Cityops__V1__KeyTask *t)
     }
     snprintf(d, n + 1, "%s%s%s", str0(t->title), dl > 0 ? "\n" : "",
              str0(t->detail));
-    if (n > STORE_MAX_DESCRIPTION) {
-        n = STORE_MAX_DESCRIPTION;
-        while (n > 0 && ((unsigned char)d[n] & 0xc0) == 0x80) {
-            n--;
-        }
-        d[n] = '\0';
-    }
+    utf8_cut(d, n, STORE_MAX_DESCRIPTION);
     return d;
 }
 
@@ -1019,67 +1029,6 @@ static int task_to_case(struct store *s,
 out_free_view:
     cityops__v1__fed_task_view__free_unpacked(v, NULL);
     return rv;
-}
-
-/* --- 跨界移交: handing a case over to a peer tier --- */
-
-static int handover_check(const Cityops__V1__FedHandover *h,
-                          Cityops__V1__CommandResult *res)
-{
-    if (h->case_id == 0) {
-        return store_result_fail(res, RC_INVALID, "case_id required");
-    }
-    if (!tier_ok(h->origin_tier)) {
-        return store_result_fail(res, RC_INVALID,
-                                 "origin_tier must be the local tier id");
-    }
-    if (!tier_ok(h->peer_tier) || strcmp(h->peer_tier, h->origin_tier) == 0) {
-        return store_result_fail(res, RC_INVALID,
-                                 "peer_tier must be another tier's id");
-    }
-    if (strlen(str0(h->reason)) > STORE_MAX_TEXT) {
-        return store_result_fail(res, RC_INVALID, "reason too long");
-    }
-    return 0;
-}
-
-static int handover(struct store *s,
-                    MDB_txn *txn,
-                    uint64_t index,
-                    const Cityops__V1__Command *cmd,
-                    Cityops__V1__CommandResult *res)
-{
-    const Cityops__V1__FedHandover *h = cmd->fed_handover;
-    Cityops__V1__HandoverMessage m = CITYOPS__V1__HANDOVER_MESSAGE__INIT;
-    char ref[STORE_FED_TIER_MAX + 3];
-    int rv;
-
-    if (cmd->role != CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER) {
-        return store_result_fail(res, RC_DENIED,
-                                 "a hand-over needs role SHIFT_LEADER");
-    }
-    rv = handover_check(h, res);
-    if (rv != 0 || res->code != RC_OK) {
-        return rv;
-    }
-    rv = case_fsm_transfer_out(s, txn, index, cmd, h->case_id, h->reason, res);
-    if (rv != 0 || res->code != RC_OK) {
-        return rv;
-    }
-    snprintf(ref, sizeof(ref), "%s/?", h->peer_tier);
-    rv = case_remote_ref_set(s, txn, index, h->case_id, ref);
-    if (rv == 0 && store_str_set(&res->case_->remote_ref, ref) != 0) {
-        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    m.origin_tier = h->origin_tier;
-    m.origin_case_id = h->case_id;
-    m.case_ = res->case_;
-    m.reason = (char *)str0(h->reason);
-    return outbox_put(s, txn, h->peer_tier, KIND_HANDOVER, cmd->time, index,
-                      &m.base);
 }
 
 /* --- publish/subscribe --- */
@@ -1508,25 +1457,222 @@ static Cityops__V1__CommandResult *result_new(void)
     return res;
 }
 
-/* The peer's case made from @h (source PEER_TRANSFER); *id = 0 and a note
- * when the case is refused. */
-static int handover_case_create(struct inbound_ctx *c,
-                                const Cityops__V1__OutboxMessage *m,
+/* --- 跨界移交 and 下级上报: hand-over to a peer, escalation to the parent ---
+ *
+ * The sender keeps the case open with a pending row ('O', case id) and a
+ * COMMENT event; the receiver keeps the message as a pending row ('I',
+ * "<origin>/<case id>") until a shift leader accepts (a case opens here,
+ * source PEER_TRANSFER or LOWER_TIER) or declines it; the answer goes back
+ * as an ack, on which the sender's case goes TRANSFERRED_OUT or stays open
+ * with the decline noted. */
+
+#define HANDOVER_KEY_MAX (1 + STORE_FED_TASK_ID_MAX)
+
+struct handover_kind {
+    const char *kind; /* the message */
+    const char *ack;  /* its answer */
+    const char *what; /* in case history notes */
+    Cityops__V1__CaseSource source;
+};
+
+static const struct handover_kind hk_peer = {
+    KIND_HANDOVER, KIND_HANDOVER_ACK, "hand-over",
+    CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_PEER_TRANSFER};
+static const struct handover_kind hk_up = {
+    KIND_ESCALATION, KIND_ESCALATION_ACK, "escalation",
+    CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_LOWER_TIER};
+
+static const struct handover_kind *hk_of(int escalation)
+{
+    return escalation ? &hk_up : &hk_peer;
+}
+
+/* 'O' + case id, or 'I' + id: the fed_handovers key in @key. */
+static MDB_val handover_key(uint8_t key[HANDOVER_KEY_MAX],
+                            uint64_t case_id,
+                            const char *id)
+{
+    MDB_val k = {0, key};
+
+    if (id == NULL) {
+        key[0] = 'O';
+        store_be64_put(key + 1, case_id);
+        k.mv_size = 9;
+    } else {
+        key[0] = 'I';
+        memcpy(key + 1, id, strlen(id));
+        k.mv_size = 1 + strlen(id);
+    }
+    return k;
+}
+
+/* The pending row under @k, or NULL (STORE_NOTFOUND) if there is none. */
+static int handover_load(struct store *s,
+                         MDB_txn *txn,
+                         MDB_val *k,
+                         Cityops__V1__HandoverMessage **out)
+{
+    MDB_val v;
+    int rc;
+
+    *out = NULL;
+    rc = mdb_get(txn, s->dbi[STORE_DB_FED_HANDOVERS], k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return STORE_NOTFOUND;
+    }
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "get fed_handovers");
+    }
+    *out = cityops__v1__handover_message__unpack(NULL, v.mv_size, v.mv_data);
+    if (*out == NULL) {
+        return store_errf(s, STORE_CORRUPT, "fed_handovers row does not "
+                                            "decode");
+    }
+    return 0;
+}
+
+static int handover_del(struct store *s, MDB_txn *txn, MDB_val *k)
+{
+    int rc = mdb_del(txn, s->dbi[STORE_DB_FED_HANDOVERS], k, NULL);
+
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return store_mdb_err(s, rc, "del fed_handovers");
+    }
+    return 0;
+}
+
+/* "<what> <verb> <tier>: <reason>" in @buf (HISTORY_NOTE_SIZE bytes),
+ * cut at a character boundary to fit a case event's reason. */
+#define HISTORY_NOTE_SIZE (2 * STORE_MAX_TEXT + 128)
+
+static const char *history_note(char buf[HISTORY_NOTE_SIZE],
+                                const char *what,
+                                const char *verb,
+                                const char *tier,
+                                const char *reason)
+{
+    snprintf(buf, HISTORY_NOTE_SIZE, "%s %s %s%s%.*s", what, verb, tier,
+             str0(reason)[0] != '\0' ? ": " : "", STORE_MAX_TEXT,
+             str0(reason));
+    utf8_cut(buf, strlen(buf), STORE_MAX_TEXT);
+    return buf;
+}
+
+/* Send the open case @case_id to @target (a peer tier, or "parent") as
+ * @hk->kind, pending until the answer. */
+static int handover_send(struct store *s,
+                         MDB_txn *txn,
+                         uint64_t index,
+                         const Cityops__V1__Command *cmd,
+                         const struct handover_kind *hk,
+                         uint64_t case_id,
+                         const char *origin,
+                         const char *target,
+                         const char *reason,
+                         Cityops__V1__CommandResult *res)
+{
+    Cityops__V1__HandoverMessage m = CITYOPS__V1__HANDOVER_MESSAGE__INIT;
+    Cityops__V1__HandoverMessage *old = NULL;
+    uint8_t key[HANDOVER_KEY_MAX];
+    MDB_val k = handover_key(key, case_id, NULL);
+    char note[HISTORY_NOTE_SIZE];
+    char id[STORE_FED_TASK_ID_MAX + 1];
+    int rv;
+
+    if (cmd->role != CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER) {
+        snprintf(note, sizeof(note), "a%s %s needs role SHIFT_LEADER",
+                 hk == &hk_up ? "n" : "", hk->what);
+        return store_result_fail(res, RC_DENIED, note);
+    }
+    if (case_id == 0) {
+        return store_result_fail(res, RC_INVALID, "case_id required");
+    }
+    if (!tier_ok(origin)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "origin_tier must be the local tier id");
+    }
+    if (hk == &hk_peer &&
+        (!tier_ok(target) || strcmp(target, origin) == 0)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "peer_tier must be another tier's id");
+    }
+    if (strlen(str0(reason)) > STORE_MAX_TEXT) {
+        return store_result_fail(res, RC_INVALID, "reason too long");
+    }
+    rv = handover_load(s, txn, &k, &old);
+    if (rv == 0) {
+        snprintf(note, sizeof(note), "the case has a pending %s to %s",
+                 hk_of(old->escalation)->what, str0(old->target));
+        cityops__v1__handover_message__free_unpacked(old, NULL);
+        return store_result_fail(res, RC_PRECONDITION, note);
+    }
+    if (rv != STORE_NOTFOUND) {
+        return rv;
+    }
+    rv = case_fsm_comment(s, txn, index, cmd, case_id,
+                          history_note(note, hk->what, "asked of", target,
+                                       reason),
+                          res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
+    }
+    snprintf(id, sizeof(id), "%s/%llu", origin, (unsigned long long)case_id);
+    m.origin_tier = (char *)origin;
+    m.origin_case_id = case_id;
+    m.case_ = res->case_;
+    m.reason = (char *)str0(reason);
+    m.escalation = hk == &hk_up;
+    m.at = cmd->time;
+    m.id = id;
+    rv = outbox_put(s, txn, target, hk->kind, cmd->time, index, &m.base);
+    if (rv == 0) {
+        m.target = (char *)target;
+        rv = packed_put(s, txn, STORE_DB_FED_HANDOVERS, &k, 0, &m.base, 0);
+    }
+    return rv;
+}
+
+static int handover(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedHandover *h = cmd->fed_handover;
+
+    return handover_send(s, txn, index, cmd, &hk_peer, h->case_id,
+                         str0(h->origin_tier), str0(h->peer_tier), h->reason,
+                         res);
+}
+
+static int escalate(struct store *s,
+                    MDB_txn *txn,
+                    uint64_t index,
+                    const Cityops__V1__Command *cmd,
+                    Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedEscalate *e = cmd->fed_escalate;
+
+    return handover_send(s, txn, index, cmd, &hk_up, e->case_id,
+                         str0(e->origin_tier), "parent", e->reason, res);
+}
+
+/* The case made here from pending @h (source PEER_TRANSFER or LOWER_TIER,
+ * remote_ref "<origin>/<origin case id>"): res->case_ on OK. */
+static int handover_case_create(struct store *s,
+                                MDB_txn *txn,
+                                uint64_t index,
+                                const Cityops__V1__Command *cmd,
                                 const Cityops__V1__HandoverMessage *h,
-                                uint64_t *id)
+                                Cityops__V1__CommandResult *res)
 {
     const Cityops__V1__Case *k = h->case_;
     Cityops__V1__ReportRequest r = CITYOPS__V1__REPORT_REQUEST__INIT;
-    Cityops__V1__CommandResult *res = result_new();
+    Cityops__V1__Command sys = *cmd;
     char ref[STORE_FED_TIER_MAX + 22];
-    char why[160];
     int rv;
 
-    *id = 0;
-    if (res == NULL) {
-        return store_errf(c->s, STORE_NOMEM, "fed: out of memory");
-    }
-    r.source = CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_PEER_TRANSFER;
+    r.source = hk_of(h->escalation)->source;
     r.category_type = k->category_type;
     r.major_code = k->major_code;
     r.minor_code = k->minor_code;
@@ -1535,94 +1681,217 @@ static int handover_case_create(struct inbound_ctx *c,
     r.location = k->location;
     r.n_attachments = k->n_attachments;
     r.attachments = k->attachments;
-    rv = case_fsm_report(c->s, c->txn, c->index, c->cmd, &r, res);
-    if (rv == 0 && res->code != RC_OK) {
-        snprintf(why, sizeof(why), "case_handover refused: %.120s",
-                 str0(res->message));
-        note_add(c->notes, m->seq, why);
-    } else if (rv == 0) {
-        *id = res->case_->case_id;
-        snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
-                 (unsigned long long)h->origin_case_id);
-        rv = case_remote_ref_set(c->s, c->txn, c->index, *id, ref);
+    /* the tier reports on the other tier's behalf (as for a task's case) */
+    sys.role = CITYOPS__V1__ROLE__ROLE_SYSTEM;
+    rv = case_fsm_report(s, txn, index, &sys, &r, res);
+    if (rv != 0 || res->code != RC_OK) {
+        return rv;
     }
-    cityops__v1__command_result__free_unpacked(res, NULL);
+    snprintf(ref, sizeof(ref), "%s/%llu", h->origin_tier,
+             (unsigned long long)h->origin_case_id);
+    rv = case_remote_ref_set(s, txn, index, res->case_->case_id, ref);
+    if (rv == 0 && store_str_set(&res->case_->remote_ref, ref) != 0) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
     return rv;
 }
 
-/* "case_handover": open the case here and answer with its id. */
-static int inbound_handover(struct inbound_ctx *c,
-                            const Cityops__V1__OutboxMessage *m)
+/* Accept (open the case here) or decline a pending incoming hand-over or
+ * escalation; either way the answer goes back and the row is gone. */
+static int handover_answer(struct store *s,
+                           MDB_txn *txn,
+                           uint64_t index,
+                           const Cityops__V1__Command *cmd,
+                           Cityops__V1__CommandResult *res)
 {
+    const Cityops__V1__FedHandoverAnswer *a = cmd->fed_handover_answer;
     Cityops__V1__HandoverMessage ack = CITYOPS__V1__HANDOVER_MESSAGE__INIT;
+    Cityops__V1__HandoverMessage *h = NULL;
+    const struct handover_kind *hk;
+    uint8_t key[HANDOVER_KEY_MAX];
+    MDB_val k;
+    char msg[64];
+    int rv;
+
+    if (cmd->role != CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER) {
+        return store_result_fail(res, RC_DENIED,
+                                 "answering a hand-over needs role "
+                                 "SHIFT_LEADER");
+    }
+    if (!task_id_of(str0(a->id), NULL)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "id must be <origin tier>/<case id>");
+    }
+    if (a->decline && (str0(a->reason)[0] == '\0' ||
+                       strlen(a->reason) > STORE_MAX_TEXT)) {
+        return store_result_fail(res, RC_INVALID,
+                                 "a decline needs a reason of at most 1000 "
+                                 "bytes");
+    }
+    k = handover_key(key, 0, a->id);
+    rv = handover_load(s, txn, &k, &h);
+    if (rv == STORE_NOTFOUND) {
+        return store_result_fail(res, RC_NOT_FOUND,
+                                 "no such pending hand-over");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    hk = hk_of(h->escalation);
+    ack.origin_tier = h->origin_tier;
+    ack.origin_case_id = h->origin_case_id;
+    ack.escalation = h->escalation;
+    ack.at = cmd->time;
+    ack.id = h->id;
+    if (a->decline) {
+        ack.declined = 1;
+        ack.reason = a->reason;
+        snprintf(msg, sizeof(msg), "declined");
+    } else {
+        rv = handover_case_create(s, txn, index, cmd, h, res);
+        if (rv != 0 || res->code != RC_OK) {
+            goto out_free;
+        }
+        ack.peer_case_id = res->case_->case_id;
+        snprintf(msg, sizeof(msg), "case %llu",
+                 (unsigned long long)ack.peer_case_id);
+    }
+    rv = outbox_put(s, txn, str0(h->reply_stream), hk->ack, cmd->time, index,
+                    &ack.base);
+    if (rv == 0) {
+        rv = handover_del(s, txn, &k);
+    }
+    if (rv == 0 && (store_str_set(&res->message, msg) != 0 ||
+                    store_str_set(&res->ref, a->id) != 0)) {
+        rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+    }
+out_free:
+    cityops__v1__handover_message__free_unpacked(h, NULL);
+    return rv;
+}
+
+/* "case_handover" / "case_escalation": kept pending until answered here. */
+static int inbound_handover(struct inbound_ctx *c,
+                            const Cityops__V1__OutboxMessage *m,
+                            int escalation)
+{
     Cityops__V1__HandoverMessage *h;
-    uint64_t id = 0;
+    Cityops__V1__HandoverMessage p;
+    char id[STORE_FED_TASK_ID_MAX + 1];
+    uint8_t key[HANDOVER_KEY_MAX];
+    MDB_val k;
     int rv = 0;
 
     h = cityops__v1__handover_message__unpack(NULL, m->payload.len,
                                               m->payload.data);
     if (h == NULL) {
-        note_add(c->notes, m->seq, "case_handover does not decode");
+        note_add(c->notes, m->seq, "hand-over does not decode");
         return 0;
     }
     if (strcmp(str0(h->origin_tier), c->origin) != 0 || h->case_ == NULL ||
         h->origin_case_id == 0) {
-        note_add(c->notes, m->seq, "case_handover is not valid");
+        note_add(c->notes, m->seq, "hand-over is not valid");
         goto out_free_msg;
     }
-    rv = handover_case_create(c, m, h, &id);
-    if (rv != 0 || id == 0) {
-        goto out_free_msg;
+    snprintf(id, sizeof(id), "%s/%llu", c->origin,
+             (unsigned long long)h->origin_case_id);
+    p = *h;
+    p.id = id;
+    p.reply_stream = (char *)c->reply;
+    p.target = "";
+    p.escalation = escalation;
+    p.at = c->cmd->time;
+    k = handover_key(key, 0, id);
+    rv = packed_put(c->s, c->txn, STORE_DB_FED_HANDOVERS, &k, 0, &p.base,
+                    MDB_NOOVERWRITE);
+    if (rv == 1) {
+        note_add(c->notes, m->seq, "that case is pending here already");
+        rv = 0;
     }
-    ack.origin_tier = h->origin_tier;
-    ack.origin_case_id = h->origin_case_id;
-    ack.peer_case_id = id;
-    rv = outbox_put(c->s, c->txn, c->reply, KIND_HANDOVER_ACK, c->cmd->time,
-                    c->index, &ack.base);
 out_free_msg:
     cityops__v1__handover_message__free_unpacked(h, NULL);
     return rv;
 }
 
-/* "handover_ack": the peer's case id on the case handed over to it. */
+/* "handover_ack" / "escalation_ack": the answer on a case sent from here.
+ * Accepted: the case goes TRANSFERRED_OUT with remote_ref
+ * "<origin>/<its case id>"; declined: it stays open, with a note. */
 static int inbound_handover_ack(struct inbound_ctx *c,
-                                const Cityops__V1__OutboxMessage *m)
+                                const Cityops__V1__OutboxMessage *m,
+                                int escalation)
 {
+    const struct handover_kind *hk = hk_of(escalation);
     Cityops__V1__HandoverMessage *h;
-    Cityops__V1__Case *k = NULL;
+    Cityops__V1__HandoverMessage *p = NULL;
+    Cityops__V1__CommandResult *res = NULL;
+    uint8_t key[HANDOVER_KEY_MAX];
+    char note[HISTORY_NOTE_SIZE];
     char ref[STORE_FED_TIER_MAX + 22];
-    size_t olen = strlen(c->origin);
+    MDB_val k;
     int rv;
 
     h = cityops__v1__handover_message__unpack(NULL, m->payload.len,
                                               m->payload.data);
     if (h == NULL) {
-        note_add(c->notes, m->seq, "handover_ack does not decode");
+        note_add(c->notes, m->seq, "hand-over answer does not decode");
         return 0;
     }
-    rv = h->peer_case_id != 0
-             ? store_case_load(c->s, c->txn, h->origin_case_id, &k)
-             : STORE_NOTFOUND;
-    if (rv == STORE_NOTFOUND) {
-        note_add(c->notes, m->seq, "handover_ack on an unknown case");
+    k = handover_key(key, h->origin_case_id, NULL);
+    rv = handover_load(c->s, c->txn, &k, &p);
+    if (rv == STORE_NOTFOUND ||
+        (rv == 0 && (p->escalation != escalation ||
+                     strcmp(str0(p->target),
+                            escalation ? "parent" : c->origin) != 0 ||
+                     (escalation && strcmp(c->reply, "parent") != 0)))) {
+        note_add(c->notes, m->seq,
+                 "no hand-over of that case is pending with the origin");
         rv = 0;
-        goto out_free_msg;
+        goto out_free;
     }
     if (rv != 0) {
-        goto out_free_msg;
+        goto out_free;
     }
-    if (k->state != CITYOPS__V1__CASE_STATE__CASE_STATE_TRANSFERRED_OUT ||
-        strncmp(str0(k->remote_ref), c->origin, olen) != 0 ||
-        k->remote_ref[olen] != '/') {
-        note_add(c->notes, m->seq,
-                 "the case was not handed over to the origin");
+    if (!h->declined && h->peer_case_id == 0) {
+        note_add(c->notes, m->seq, "hand-over answer is not valid");
+        goto out_free;
+    }
+    res = result_new();
+    if (res == NULL) {
+        rv = store_errf(c->s, STORE_NOMEM, "fed: out of memory");
+        goto out_free;
+    }
+    rv = handover_del(c->s, c->txn, &k);
+    if (rv != 0) {
+        goto out_free;
+    }
+    if (h->declined) {
+        rv = case_fsm_comment(c->s, c->txn, c->index, c->cmd,
+                              h->origin_case_id,
+                              history_note(note, hk->what, "declined by",
+                                           c->origin, h->reason),
+                              res);
     } else {
-        snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
-                 (unsigned long long)h->peer_case_id);
-        rv = case_remote_ref_set(c->s, c->txn, c->index, k->case_id, ref);
+        rv = case_fsm_transfer_out(c->s, c->txn, c->index, c->cmd,
+                                   h->origin_case_id, p->reason, res);
+        if (rv == 0 && res->code == RC_OK) {
+            snprintf(ref, sizeof(ref), "%s/%llu", c->origin,
+                     (unsigned long long)h->peer_case_id);
+            rv = case_remote_ref_set(c->s, c->txn, c->index,
+                                     h->origin_case_id, ref);
+        }
     }
-    cityops__v1__case__free_unpacked(k, NULL);
-out_free_msg:
+    if (rv == 0 && res->code != RC_OK) {
+        snprintf(note, 160, "hand-over answer on case %llu: %.100s",
+                 (unsigned long long)h->origin_case_id, str0(res->message));
+        note_add(c->notes, m->seq, note);
+    }
+out_free:
+    if (res != NULL) {
+        cityops__v1__command_result__free_unpacked(res, NULL);
+    }
+    if (p != NULL) {
+        cityops__v1__handover_message__free_unpacked(p, NULL);
+    }
     cityops__v1__handover_message__free_unpacked(h, NULL);
     return rv;
 }
@@ -1774,11 +2043,14 @@ static int inbound_effect(struct inbound_ctx *c,
     if (strcmp(kind, KIND_CHECKPOINT) == 0) {
         return inbound_checkpoint(c->s, c->txn, c->origin, m, c->notes);
     }
-    if (strcmp(kind, KIND_HANDOVER) == 0) {
-        return inbound_handover(c, m);
+    if (strcmp(kind, KIND_HANDOVER) == 0 ||
+        strcmp(kind, KIND_ESCALATION) == 0) {
+        return inbound_handover(c, m, strcmp(kind, KIND_ESCALATION) == 0);
     }
-    if (strcmp(kind, KIND_HANDOVER_ACK) == 0) {
-        return inbound_handover_ack(c, m);
+    if (strcmp(kind, KIND_HANDOVER_ACK) == 0 ||
+        strcmp(kind, KIND_ESCALATION_ACK) == 0) {
+        return inbound_handover_ack(c, m,
+                                    strcmp(kind, KIND_ESCALATION_ACK) == 0);
     }
     if (strcmp(kind, KIND_SUBSCRIBE) == 0) {
         return inbound_subscribe(c, m);
@@ -2002,6 +2274,10 @@ int fed_apply(struct store *s,
         return subscribe(s, txn, index, cmd, res);
     case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
         return publish(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
+        return handover_answer(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
+        return escalate(s, txn, index, cmd, res);
     default:
         return link_set(s, txn, cmd, res);
     }
@@ -2599,6 +2875,61 @@ int store_fed_received(struct store *s,
     store_read_end(s, txn);
     if (rv != 0) {
         cityops__v1__fed_received_response__free_unpacked(r, NULL);
+        return rv;
+    }
+    *out = r;
+    return 0;
+}
+
+static int handovers_row(struct store *s,
+                         const MDB_val *k,
+                         const MDB_val *v,
+                         void *arg)
+{
+    Cityops__V1__FedIncomingResponse *r = arg;
+    Cityops__V1__HandoverMessage *h;
+
+    h = cityops__v1__handover_message__unpack(NULL, v->mv_size, v->mv_data);
+    if (h == NULL) {
+        return store_errf(s, STORE_CORRUPT,
+                          "fed_handovers row does not decode");
+    }
+    if (*(const char *)k->mv_data == 'I') {
+        r->incoming[r->n_incoming++] = h;
+    } else {
+        r->outgoing[r->n_outgoing++] = h;
+    }
+    return 0;
+}
+
+int store_fed_handovers(struct store *s,
+                        Cityops__V1__FedIncomingResponse **out)
+{
+    Cityops__V1__FedIncomingResponse *r;
+    MDB_txn *txn;
+    int rv;
+
+    *out = NULL;
+    r = malloc(sizeof(*r));
+    if (r == NULL) {
+        return STORE_NOMEM;
+    }
+    cityops__v1__fed_incoming_response__init(r);
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        free(r);
+        return rv;
+    }
+    r->incoming = rows_array(txn, s->dbi[STORE_DB_FED_HANDOVERS],
+                             sizeof(*r->incoming));
+    r->outgoing = rows_array(txn, s->dbi[STORE_DB_FED_HANDOVERS],
+                             sizeof(*r->outgoing));
+    rv = r->incoming != NULL && r->outgoing != NULL
+             ? rows_walk(s, txn, STORE_DB_FED_HANDOVERS, handovers_row, r)
+             : STORE_NOMEM;
+    store_read_end(s, txn);
+    if (rv != 0) {
+        cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
         return rv;
     }
     *out = r;

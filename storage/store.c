@@ -66,6 +66,7 @@ const char *const store_db_names[STORE_DB_N] = {
     [STORE_DB_FED_ACKED] = "fed_acked",
     [STORE_DB_FED_SUBS] = "fed_subs",
     [STORE_DB_FED_RECEIVED] = "fed_received",
+    [STORE_DB_FED_HANDOVERS] = "fed_handovers",
 };
 
 static void errmsg_vset(struct store *s, const char *fmt, va_list ap)

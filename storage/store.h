@@ -680,13 +680,23 @@ int store_public_settings(struct store *s,
  *   "<origin tier>/<n>");
  *   the view records case_id; a second time is FAILED_PRECONDITION.
  *   res->message is "case <id>", res->case_ the case.
- * - fed_handover (role SHIFT_LEADER; 跨界移交): the open case goes to
- *   TRANSFERRED_OUT with a TRANSFER_OUT event (a terminal one is
- *   FAILED_PRECONDITION), remote_ref "<peer>/?", and a "case_handover" row
- *   (HandoverMessage) goes to link <peer>. The peer's inbound opens a case
- *   (source PEER_TRANSFER, remote_ref "<origin>/<origin case id>") and
- *   answers with a "handover_ack" row on its reply_stream; that ack sets
- *   remote_ref "<peer>/<peer case id>" on the case handed over.
+ * - fed_handover (role SHIFT_LEADER; 跨界移交): the open case (a terminal
+ *   one is FAILED_PRECONDITION, as is one with a hand-over or escalation
+ *   pending) gets a COMMENT event and a pending row, and a "case_handover"
+ *   row (HandoverMessage) goes to link <peer>. The peer's inbound keeps it
+ *   pending (store_fed_handovers()) under "<origin>/<origin case id>".
+ * - fed_escalate (role SHIFT_LEADER; 下级上报): the same towards "parent",
+ *   kind "case_escalation".
+ * - fed_handover_answer (role SHIFT_LEADER): a pending incoming one
+ *   (NOT_FOUND if none) is accepted: a case opens here (source
+ *   PEER_TRANSFER, or LOWER_TIER for an escalation; remote_ref
+ *   "<origin>/<origin case id>"; res->message "case <id>") and a
+ *   "handover_ack" / "escalation_ack" row (peer_case_id) goes back on the
+ *   stored reply_stream; or declined (reason required): the ack says
+ *   declined, with the reason. The sender's inbound of an accepting ack
+ *   moves its case to TRANSFERRED_OUT (TRANSFER_OUT event, remote_ref
+ *   "<origin>/<its case id>"); of a declining one adds a COMMENT event with
+ *   the reason and leaves the case open; either clears the pending row.
  * - fed_subscribe (role ADMIN): a "subscribe" row (FedSubscribe) to
  *   `stream`, set by the node to "parent" or the publisher's tier id. The
  *   publisher's inbound keeps (topic, origin) -> reply_stream, or drops it
@@ -718,6 +728,12 @@ int store_public_settings(struct store *s,
  * of *n unpacked links (free each with cityops__v1__fed_link__free_unpacked,
  * then the array). */
 int store_fed_links(struct store *s, Cityops__V1__FedLink ***out, size_t *n);
+
+/* Pending hand-overs and escalations: received here (incoming, with id and
+ * reply_stream) and sent from here (outgoing, with target). Free *out with
+ * cityops__v1__fed_incoming_response__free_unpacked. */
+int store_fed_handovers(struct store *s,
+                        Cityops__V1__FedIncomingResponse **out);
 
 /* The highest seq from @origin applied here (0: none). */
 int store_fed_inbox_through(struct store *s, const char *origin, uint64_t *seq);

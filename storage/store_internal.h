@@ -50,6 +50,11 @@
  *                                                       to it (ASCII)
  *   fed_received  origin tier id, '\0', topic, '\0', key
  *                                                    -> packed Publication
+ *   fed_handovers 'O', case id u64                   -> packed HandoverMessage
+ *                 (a hand-over or escalation sent from here, unanswered);
+ *                 'I', "<origin tier>/<origin case id>"
+ *                                                    -> packed HandoverMessage
+ *                 (one received here, not accepted or declined yet)
  *
  * An "index key" (drills, cluster_events) is meta key_base + the Raft
  * index: key_base is 0 until a restore, which sets it past every key of the
@@ -100,6 +105,7 @@ enum store_db {
     STORE_DB_FED_ACKED,
     STORE_DB_FED_SUBS,
     STORE_DB_FED_RECEIVED,
+    STORE_DB_FED_HANDOVERS,
     STORE_DB_N,
 };
 
@@ -127,9 +133,10 @@ extern const char *const store_db_names[STORE_DB_N];
  *    they start empty.
  * 6: federation subscriptions and publications (fed_subs, fed_received);
  *    they start empty.
+ * 7: pending hand-overs and escalations (fed_handovers); it starts empty.
  * An older environment is upgraded in place when opened for writing (the
  * new databases are created empty). */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 struct store_archive;
 
@@ -316,6 +323,17 @@ int case_fsm_transfer_out(struct store *s,
 /* Set the stored case's remote_ref (the other tier's "<tier>/<id>"), with
  * no event: a reference, not a change of the case. STORE_NOTFOUND if there
  * is no such case. */
+/* A COMMENT event with @text on the open case @case_id (federation: a
+ * hand-over asked for or declined), through the same path as every case
+ * event. Same contract as case_fsm_apply(). */
+int case_fsm_comment(struct store *s,
+                     MDB_txn *txn,
+                     uint64_t index,
+                     const Cityops__V1__Command *cmd,
+                     uint64_t case_id,
+                     const char *text,
+                     Cityops__V1__CommandResult *res);
+
 int case_remote_ref_set(struct store *s,
                         MDB_txn *txn,
                         uint64_t index,

@@ -9,7 +9,8 @@ certificates from ops/fed-certs):
   (no link lines in the config files);
 - forward to a lower tier with the same task id, a task turned into a local
   case, supervision of an overdue task on the tick, a case handed over
-  sideways to a peer county, publish/subscribe and stats going up, and the
+  sideways to a peer county (accepted, and declined), a case escalated up
+  (accepted, and declined), publish/subscribe and stats going up, and the
   parent's witness of the child's signed audit heads.
 
 At most four cityopsd processes run at a time.
@@ -446,40 +447,120 @@ class ForwardCaseSupervise(Base):
         self.assertFalse(task_view(city, task_id).get("supervised", False))
 
 
+def incoming(c, kind="incoming"):
+    return c.ctl("fed", "incoming").get(kind, [])
+
+
+def case_from(c, source):
+    for x in c.ctl("case", "list", "--all").get("cases", []):
+        if x.get("source") == source:
+            return x
+    return None
+
+
+def report(c, desc):
+    return c.ctl("--role", "inspector", "case", "report", "--type", "event",
+                 "--major", "05", "--minor", "01", "--desc", desc)["case"]
+
+
 class Handover(Base):
-    @need("handover")
-    def test_handover_to_a_peer_county(self):
+    @need("handover", "accept", "decline", "incoming")
+    def test_handover_to_a_peer_county_accepted_or_declined(self):
         t = self.tiers({"county-b": 1, "county-c": 1},
                        [("county-b", "county-c", "peer"),
                         ("county-c", "county-b", "peer")])
         b, c = t["county-b"], t["county-c"]
-        case = b.ctl("--role", "inspector", "case", "report", "--type",
-                     "event", "--major", "05", "--minor", "01", "--desc",
-                     "a fallen tree across the county line")["case"]
+        case = report(b, "a fallen tree across the county line")
         cid = str(case["case_id"])
         b.ctl("fed", "handover", cid, "--peer", "county-c", "--reason",
               "on the other side of the line")
+        # Open at the origin, pending until the peer answers.
         mine = b.ctl("case", "get", cid)["case"]
-        self.assertEqual(mine["state"], "CASE_STATE_TRANSFERRED_OUT")
+        self.assertEqual(mine["state"], "CASE_STATE_REPORTED")
+        self.assertEqual([x["target"] for x in incoming(b, "outgoing")],
+                         ["county-c"])
+        with self.assertRaises(CtlError) as cm:
+            b.ctl("fed", "handover", cid, "--peer", "county-c")
+        self.assertEqual(cm.exception.code, "FAILED_PRECONDITION")
+        hid = "county-b/%s" % cid
+        wait_for("the hand-over pending at the peer", lambda: [
+            x["id"] for x in incoming(c)] == [hid], 30, 0.2)
+        self.assertIsNone(case_from(c, "CASE_SOURCE_PEER_TRANSFER"))
 
-        def peer_case():
-            for x in c.ctl("case", "list", "--all").get("cases", []):
-                if x.get("source") == "CASE_SOURCE_PEER_TRANSFER":
-                    return x
-            return None
-        theirs = wait_for("the case at the peer", peer_case, 30, 0.2)
-        pid = str(theirs["case_id"])
+        out = c.ctl("fed", "accept", hid)
+        pid = out["message"].split()[-1]
         theirs = c.ctl("case", "get", pid)["case"]
-        self.assertEqual(theirs.get("remote_ref"), "county-b/%s" % cid)
+        self.assertEqual(theirs["source"], "CASE_SOURCE_PEER_TRANSFER")
+        self.assertEqual(theirs.get("remote_ref"), hid)
         self.assertEqual(theirs["description"], case["description"])
         self.assertEqual(theirs["major_code"], "05")
-        wait_for("the peer's case id at the origin", lambda: b.ctl(
-            "case", "get", cid)["case"].get("remote_ref") ==
-            "county-c/%s" % pid, 30, 0.2)
+        self.assertEqual(incoming(c), [])
+        wait_for("TRANSFERRED_OUT with the peer's case id at the origin",
+                 lambda: b.ctl("case", "get", cid)["case"].get(
+                     "remote_ref") == "county-c/%s" % pid, 30, 0.2)
+        self.assertEqual(b.ctl("case", "get", cid)["case"]["state"],
+                         "CASE_STATE_TRANSFERRED_OUT")
+        self.assertEqual(incoming(b, "outgoing"), [])
         # A terminal case cannot be handed over again.
         with self.assertRaises(CtlError) as cm:
             b.ctl("fed", "handover", cid, "--peer", "county-c")
         self.assertEqual(cm.exception.code, "FAILED_PRECONDITION")
+
+        # Declined: the case stays open at the origin, the reason in its
+        # history, and it may be handed over again.
+        other = str(report(b, "litter on our own side")["case_id"])
+        b.ctl("fed", "handover", other, "--peer", "county-c")
+        oid = "county-b/%s" % other
+        wait_for("the second hand-over at the peer", lambda: [
+            x["id"] for x in incoming(c)] == [oid], 30, 0.2)
+        with self.assertRaises(CtlError):
+            c.ctl("fed", "decline", oid)
+        c.ctl("fed", "decline", oid, "--reason", "not in our grid")
+        wait_for("the decline at the origin", lambda: incoming(
+            b, "outgoing") == [], 30, 0.2)
+        self.assertEqual(b.ctl("case", "get", other)["case"]["state"],
+                         "CASE_STATE_REPORTED")
+        events = b.ctl("case", "history", other)["events"]
+        self.assertEqual(events[-1].get("reason"),
+                         "hand-over declined by county-c: not in our grid")
+        self.assertEqual(len(c.ctl("case", "list", "--all").get(
+            "cases", [])), 1)
+        b.ctl("fed", "handover", other, "--peer", "county-c")
+
+
+class Escalation(Base):
+    @need("escalate", "accept", "decline", "incoming")
+    def test_escalation_up_accepted_or_declined(self):
+        t = self.tiers({"city-a": 1, "county-b": 1},
+                       [("city-a", "county-b", "child"),
+                        ("county-b", "city-a", "parent")])
+        city, county = t["city-a"], t["county-b"]
+        up = str(report(county, "a burst water main")["case_id"])
+        down = str(report(county, "a pothole")["case_id"])
+        county.ctl("fed", "escalate", up, "--reason", "needs the city")
+        county.ctl("fed", "escalate", down)
+        ids = ["county-b/%s" % up, "county-b/%s" % down]
+        wait_for("both escalations at the city", lambda: sorted(
+            x["id"] for x in incoming(city)) == sorted(ids), 30, 0.2)
+        self.assertTrue(all(x.get("escalation") for x in incoming(city)))
+        out = city.ctl("fed", "accept", ids[0])
+        pid = out["message"].split()[-1]
+        mine = city.ctl("case", "get", pid)["case"]
+        self.assertEqual(mine["source"], "CASE_SOURCE_LOWER_TIER")
+        self.assertEqual(mine.get("remote_ref"), ids[0])
+        city.ctl("fed", "decline", ids[1], "--reason", "a county matter")
+        wait_for("the county's case transferred up", lambda: county.ctl(
+            "case", "get", up)["case"].get("remote_ref") ==
+            "city-a/%s" % pid, 30, 0.2)
+        self.assertEqual(county.ctl("case", "get", up)["case"]["state"],
+                         "CASE_STATE_TRANSFERRED_OUT")
+        wait_for("the decline at the county", lambda: incoming(
+            county, "outgoing") == [], 30, 0.2)
+        self.assertEqual(county.ctl("case", "get", down)["case"]["state"],
+                         "CASE_STATE_REPORTED")
+        self.assertEqual(
+            county.ctl("case", "history", down)["events"][-1].get("reason"),
+            "escalation declined by city-a: a county matter")
 
 
 class PubSub(Base):

@@ -1481,13 +1481,85 @@ static void test_a_received_task_becomes_a_case_once(void **state)
     assert_int_equal(store_case_count(f->c.s), 1);
 }
 
-static void test_handover_and_its_ack_link_the_cases_of_both_tiers(
-    void **state)
+static int escalate_at(struct fx *f,
+                       struct tier *t,
+                       Cityops__V1__Role role,
+                       uint64_t case_id,
+                       const char *self)
+{
+    Cityops__V1__FedEscalate e = CITYOPS__V1__FED_ESCALATE__INIT;
+
+    e.case_id = case_id;
+    e.reason = "beyond the county's means";
+    e.origin_tier = (char *)self;
+    return apply_op(f, t, role, CITYOPS__V1__COMMAND__OP_FED_ESCALATE, &e);
+}
+
+static int answer(struct fx *f,
+                  struct tier *t,
+                  Cityops__V1__Role role,
+                  const char *id,
+                  const char *decline_reason)
+{
+    Cityops__V1__FedHandoverAnswer a = CITYOPS__V1__FED_HANDOVER_ANSWER__INIT;
+
+    a.id = (char *)id;
+    a.decline = decline_reason != NULL;
+    if (decline_reason != NULL) {
+        a.reason = (char *)decline_reason;
+    }
+    return apply_op(f, t, role, CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER,
+                    &a);
+}
+
+/* How many hand-overs @t has pending: received here, sent from here. */
+static void pending_are(struct tier *t, size_t in, size_t out)
+{
+    Cityops__V1__FedIncomingResponse *r = NULL;
+
+    assert_int_equal(store_fed_handovers(t->s, &r), 0);
+    assert_int_equal(r->n_incoming, in);
+    assert_int_equal(r->n_outgoing, out);
+    cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
+}
+
+/* The last event of case @id at @t: its type, and its reason in @reason. */
+static Cityops__V1__CaseEventType last_event(struct tier *t,
+                                             uint64_t id,
+                                             char *reason,
+                                             size_t size)
+{
+    Cityops__V1__HistoryResponse *h = NULL;
+    Cityops__V1__CaseEventType type;
+
+    assert_int_equal(store_case_history(t->s, id, &h), 0);
+    type = h->events[h->n_events - 1]->type;
+    snprintf(reason, size, "%s", h->events[h->n_events - 1]->reason);
+    cityops__v1__history_response__free_unpacked(h, NULL);
+    return type;
+}
+
+static void case_state_is(struct tier *t,
+                          uint64_t id,
+                          Cityops__V1__CaseState state,
+                          const char *remote_ref)
+{
+    Cityops__V1__Case *c = case_get(t, id);
+
+    assert_int_equal(c->state, state);
+    assert_string_equal(c->remote_ref, remote_ref);
+    cityops__v1__case__free_unpacked(c, NULL);
+}
+
+#define ST(x) CITYOPS__V1__CASE_STATE__CASE_STATE_##x
+#define EV(x) CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_##x
+
+static void test_handover_waits_for_the_peer_to_accept_it(void **state)
 {
     static const uint64_t one[] = {1};
     struct fx *f = *state;
     Cityops__V1__Case *c;
-    Cityops__V1__HistoryResponse *h = NULL;
+    char why[1024];
 
     assert_int_equal(report(f, &f->p), RC(OK));
     assert_int_equal(hand_over(f, R(ADMIN), 1, CHILD), RC(PERMISSION_DENIED));
@@ -1495,28 +1567,45 @@ static void test_handover_and_its_ack_link_the_cases_of_both_tiers(
                      RC(INVALID_ARGUMENT));
     assert_int_equal(hand_over(f, R(SHIFT_LEADER), 7, CHILD), RC(NOT_FOUND));
     assert_int_equal(outbox_last(&f->p, CHILD), 0);
+    pending_are(&f->p, 0, 0);
     assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD), RC(OK));
-    c = case_get(&f->p, 1);
-    assert_int_equal(c->state,
-                     CITYOPS__V1__CASE_STATE__CASE_STATE_TRANSFERRED_OUT);
-    assert_string_equal(c->remote_ref, CHILD "/?");
-    cityops__v1__case__free_unpacked(c, NULL);
-    assert_int_equal(store_case_history(f->p.s, 1, &h), 0);
-    assert_int_equal(h->events[h->n_events - 1]->type,
-                     CITYOPS__V1__CASE_EVENT_TYPE__CASE_EVENT_TRANSFER_OUT);
-    cityops__v1__history_response__free_unpacked(h, NULL);
+    /* open until the peer answers */
+    case_state_is(&f->p, 1, ST(REPORTED), "");
+    assert_int_equal(last_event(&f->p, 1, why, sizeof why), EV(COMMENT));
+    assert_string_equal(why, "hand-over asked of " CHILD
+                             ": the site is in the neighbour's grid");
     row_kind_is(&f->p, CHILD, 1, "case_handover");
     assert_true(audit_has(&f->p, "case/1", "fed_handover"));
+    pending_are(&f->p, 0, 1);
 
-    /* a terminal case is not handed over again */
+    /* one pending hand-over per case */
     assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD2),
                      RC(FAILED_PRECONDITION));
+    assert_int_equal(escalate_at(f, &f->p, R(SHIFT_LEADER), 1, PARENT),
+                     RC(FAILED_PRECONDITION));
     assert_int_equal(outbox_last(&f->p, CHILD2), 0);
+    assert_int_equal(outbox_last(&f->p, "parent"), 0);
 
     assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, PARENT, one,
                                  1),
                      RC(OK));
     assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    assert_int_equal(store_case_count(f->c.s), 0);
+    pending_are(&f->c, 1, 0);
+
+    assert_int_equal(answer(f, &f->c, R(ADMIN), PARENT "/1", NULL),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), PARENT "/9", NULL),
+                     RC(NOT_FOUND));
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), "nope", NULL),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), PARENT "/1", ""),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(outbox_last(&f->c, PARENT), 0);
+    pending_are(&f->c, 1, 0);
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), PARENT "/1", NULL),
+                     RC(OK));
+    assert_string_equal(f->res->message, "case 1");
     c = case_get(&f->c, 1);
     assert_int_equal(c->source,
                      CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_PEER_TRANSFER);
@@ -1526,14 +1615,123 @@ static void test_handover_and_its_ack_link_the_cases_of_both_tiers(
     assert_string_equal(c->location->grid_code, "g-9");
     cityops__v1__case__free_unpacked(c, NULL);
     row_kind_is(&f->c, PARENT, 1, "handover_ack");
+    pending_are(&f->c, 0, 0);
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), PARENT "/1", NULL),
+                     RC(NOT_FOUND));
 
     assert_int_equal(deliver_via(f, &f->c, PARENT, &f->p, CHILD, CHILD, one,
                                  1),
                      RC(OK));
     assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    case_state_is(&f->p, 1, ST(TRANSFERRED_OUT), CHILD "/1");
+    assert_int_equal(last_event(&f->p, 1, why, sizeof why),
+                     EV(TRANSFER_OUT));
+    pending_are(&f->p, 0, 0);
+    /* a terminal case is not handed over again */
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD2),
+                     RC(FAILED_PRECONDITION));
+}
+
+static void test_a_declined_handover_leaves_the_case_open(void **state)
+{
+    static const uint64_t one[] = {1};
+    static const uint64_t two[] = {2};
+    struct fx *f = *state;
+    char why[1024];
+
+    assert_int_equal(report(f, &f->p), RC(OK));
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD), RC(OK));
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, PARENT, one,
+                                 1),
+                     RC(OK));
+    assert_int_equal(answer(f, &f->c, R(SHIFT_LEADER), PARENT "/1",
+                            "not in our grid"),
+                     RC(OK));
+    assert_string_equal(f->res->message, "declined");
+    assert_int_equal(store_case_count(f->c.s), 0);
+    row_kind_is(&f->c, PARENT, 1, "handover_ack");
+    pending_are(&f->c, 0, 0);
+    assert_int_equal(deliver_via(f, &f->c, PARENT, &f->p, CHILD, CHILD, one,
+                                 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    case_state_is(&f->p, 1, ST(REPORTED), "");
+    assert_int_equal(last_event(&f->p, 1, why, sizeof why), EV(COMMENT));
+    assert_string_equal(why, "hand-over declined by " CHILD
+                             ": not in our grid");
+    pending_are(&f->p, 0, 0);
+    /* a redelivered answer changes nothing */
+    assert_int_equal(deliver_via(f, &f->c, PARENT, &f->p, CHILD, CHILD, one,
+                                 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 0, duplicates 1");
+    /* it may be handed over again */
+    assert_int_equal(hand_over(f, R(SHIFT_LEADER), 1, CHILD), RC(OK));
+    row_kind_is(&f->p, CHILD, 2, "case_handover");
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, PARENT, two,
+                                 1),
+                     RC(OK));
+    pending_are(&f->c, 1, 0);
+}
+
+static void test_escalation_up_is_accepted_or_declined_by_the_parent(
+    void **state)
+{
+    static const uint64_t one[] = {1};
+    static const uint64_t two[] = {2};
+    struct fx *f = *state;
+    Cityops__V1__Case *c;
+    char why[1024];
+
+    assert_int_equal(report(f, &f->c), RC(OK));
+    assert_int_equal(report(f, &f->c), RC(OK));
+    assert_int_equal(escalate_at(f, &f->c, R(ADMIN), 1, CHILD),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(escalate_at(f, &f->c, R(SHIFT_LEADER), 0, CHILD),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(outbox_last(&f->c, "parent"), 0);
+    assert_int_equal(escalate_at(f, &f->c, R(SHIFT_LEADER), 1, CHILD), RC(OK));
+    assert_int_equal(escalate_at(f, &f->c, R(SHIFT_LEADER), 1, CHILD),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(escalate_at(f, &f->c, R(SHIFT_LEADER), 2, CHILD), RC(OK));
+    row_kind_is(&f->c, "parent", 1, "case_escalation");
+    case_state_is(&f->c, 1, ST(REPORTED), "");
+    pending_are(&f->c, 0, 2);
+
+    static const uint64_t both[] = {1, 2};
+    assert_int_equal(deliver_via(f, &f->c, "parent", &f->p, CHILD, CHILD,
+                                 both, 2),
+                     RC(OK));
+    pending_are(&f->p, 2, 0);
+    assert_int_equal(answer(f, &f->p, R(SHIFT_LEADER), CHILD "/1", NULL),
+                     RC(OK));
     c = case_get(&f->p, 1);
+    assert_int_equal(c->source,
+                     CITYOPS__V1__CASE_SOURCE__CASE_SOURCE_LOWER_TIER);
     assert_string_equal(c->remote_ref, CHILD "/1");
     cityops__v1__case__free_unpacked(c, NULL);
+    row_kind_is(&f->p, CHILD, 1, "escalation_ack");
+    assert_int_equal(answer(f, &f->p, R(SHIFT_LEADER), CHILD "/2",
+                            "handle it locally"),
+                     RC(OK));
+    row_kind_is(&f->p, CHILD, 2, "escalation_ack");
+    pending_are(&f->p, 0, 0);
+
+    /* an escalation answer counts only from the parent's link */
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, PARENT, one,
+                                 1),
+                     RC(OK));
+    assert_non_null(strstr(f->res->message, "no hand-over of that case"));
+    case_state_is(&f->c, 1, ST(REPORTED), "");
+    assert_int_equal(deliver_via(f, &f->p, CHILD, &f->c, PARENT, "parent",
+                                 two, 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    case_state_is(&f->c, 2, ST(REPORTED), "");
+    assert_int_equal(last_event(&f->c, 2, why, sizeof why), EV(COMMENT));
+    assert_string_equal(why, "escalation declined by " PARENT
+                             ": handle it locally");
+    pending_are(&f->c, 0, 1);
 }
 
 static void test_publications_reach_subscribers_latest_per_key(void **state)
@@ -1817,7 +2015,7 @@ static void test_a_schema_4_store_gets_empty_federation_databases(
     }
     mdb_txn_abort(txn);
     mdb_env_close(env);
-    assert_int_equal(schema, 6);
+    assert_int_equal(schema, 7);
     assert_int_equal(store_open(f->p.dir, NULL, &f->p.s), 0);
 }
 
@@ -1845,7 +2043,9 @@ int main(void)
         T(test_a_schema_4_store_gets_empty_federation_databases),
         T(test_forward_sends_the_task_on_and_the_grandchilds_feedback_comes_back),
         T(test_a_received_task_becomes_a_case_once),
-        T(test_handover_and_its_ack_link_the_cases_of_both_tiers),
+        T(test_handover_waits_for_the_peer_to_accept_it),
+        T(test_a_declined_handover_leaves_the_case_open),
+        T(test_escalation_up_is_accepted_or_declined_by_the_parent),
         T(test_publications_reach_subscribers_latest_per_key),
         T(test_stats_always_go_to_the_parent_once),
         T(test_a_tick_supervises_overdue_tasks_once_per_late_child),
