@@ -695,6 +695,9 @@ static void fed_write_handle(struct rpc_call *call,
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
         ctx = ((Cityops__V1__FedHandoverAnswer *)req)->ctx;
         break;
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE:
+        ctx = ((Cityops__V1__FedTaskClose *)req)->ctx;
+        break;
     case CITYOPS__V1__COMMAND__OP_FED_SUBSCRIBE: {
         Cityops__V1__FedSubscribe *r = (Cityops__V1__FedSubscribe *)req;
         ctx = r->ctx;
@@ -882,6 +885,10 @@ void node_fed_methods_add(struct node *n)
                     &cityops__v1__fed_handover_answer__descriptor,
                     &cityops__v1__fed_reply__descriptor, fed_write_handle,
                     CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER);
+    node_method_add(n, "/cityops.v1.Federation/CloseTask",
+                    &cityops__v1__fed_task_close__descriptor,
+                    &cityops__v1__fed_reply__descriptor, fed_write_handle,
+                    CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE);
     node_method_add(n, "/cityops.v1.Federation/Incoming",
                     &cityops__v1__fed_incoming_request__descriptor,
                     &cityops__v1__fed_incoming_response__descriptor,

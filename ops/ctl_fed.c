@@ -16,6 +16,9 @@
  *   fed handover CASE --peer TIER [--reason R]
  *                                  a case over to a peer tier, pending
  *                                  until it accepts or declines
+ *   fed close-task TASK | fed reopen-task TASK
+ *                                  a task assigned here; its children hear
+ *                                  of it and refuse feedback while closed
  *   fed escalate CASE [--reason R] a case up to the parent, the same way
  *   fed incoming                   hand-overs and escalations pending:
  *                                  received here, and sent from here
@@ -137,7 +140,7 @@ static int run_tasks(struct ops_ctl *ctl)
     Cityops__V1__ReadOptions read = CITYOPS__V1__READ_OPTIONS__INIT;
     Cityops__V1__FedTasksResponse *r = NULL;
     static const char *const headers[] = {"TASK", "ORIGIN", "TITLE",
-                                          "DEADLINE", "FEEDBACK", "OVERDUE"};
+                                          "DEADLINE", "FEEDBACK", "STATE"};
     struct ops_table *t;
     int rv;
 
@@ -175,7 +178,7 @@ static int run_tasks(struct ops_ctl *ctl)
         cells[2] = v->task != NULL ? v->task->title : "?";
         cells[3] = due;
         cells[4] = fb[0] != '\0' ? fb : "-";
-        cells[5] = v->overdue ? "OVERDUE" : "";
+        cells[5] = v->closed ? "CLOSED" : v->overdue ? "OVERDUE" : "";
         ops_table_add(t, cells);
     }
     if (t != NULL) {
@@ -340,6 +343,22 @@ static int run_handover(struct ops_ctl *ctl, const struct ops_args *a)
     ops_ctx_fill(ctl, &ctx, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER);
     req.ctx = &ctx;
     return write_call(ctl, "Federation/Handover", &req.base);
+}
+
+static int run_close_task(struct ops_ctl *ctl, const struct ops_args *a)
+{
+    Cityops__V1__FedTaskClose req = CITYOPS__V1__FED_TASK_CLOSE__INIT;
+    Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
+
+    req.reopen = strcmp(a->pos[1], "reopen-task") == 0;
+    req.task_id = a->n_pos > 2 ? a->pos[2] : NULL;
+    if (req.task_id == NULL) {
+        return ops_usage_error(ctl, "fed close-task TASK | fed reopen-task "
+                                    "TASK");
+    }
+    ops_ctx_fill(ctl, &ctx, CITYOPS__V1__ROLE__ROLE_SHIFT_LEADER);
+    req.ctx = &ctx;
+    return write_call(ctl, "Federation/CloseTask", &req.base);
 }
 
 static int run_escalate(struct ops_ctl *ctl, const struct ops_args *a)
@@ -801,7 +820,8 @@ static int run_witness_verify(struct ops_ctl *ctl, const struct ops_args *a)
 const char *ctl_fed_options(const char *sub)
 {
     if (strcmp(sub, "links") == 0 || strcmp(sub, "tasks") == 0 ||
-        strcmp(sub, "incoming") == 0 || strcmp(sub, "accept") == 0) {
+        strcmp(sub, "incoming") == 0 || strcmp(sub, "accept") == 0 ||
+        strcmp(sub, "close-task") == 0 || strcmp(sub, "reopen-task") == 0) {
         return "";
     }
     if (strcmp(sub, "escalate") == 0 || strcmp(sub, "decline") == 0) {
@@ -867,6 +887,9 @@ int ctl_fed_run(struct ops_ctl *ctl, const struct ops_args *a)
     }
     if (strcmp(sub, "escalate") == 0) {
         return run_escalate(ctl, a);
+    }
+    if (strcmp(sub, "close-task") == 0 || strcmp(sub, "reopen-task") == 0) {
+        return run_close_task(ctl, a);
     }
     if (strcmp(sub, "incoming") == 0) {
         return run_incoming(ctl);

@@ -380,6 +380,10 @@ static void fed_target(const Cityops__V1__Command *cmd,
         fed_target_set(tg, STORE_DB_FED_TASKS, "task",
                        str0(cmd->fed_task_to_case->task_id));
         break;
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE:
+        fed_target_set(tg, STORE_DB_FED_TASKS, "task",
+                       str0(cmd->fed_task_close->task_id));
+        break;
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER:
         target_set(tg, STORE_DB_CASES, cmd->fed_handover->case_id, "case");
         break;
@@ -469,6 +473,7 @@ int audit_target_begin(struct store *s,
     case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
     case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE:
         fed_target(cmd, tg);
         if (tg->db < 0) {
             return 0;

@@ -58,6 +58,8 @@
 #define KIND_FEEDBACK "task_feedback"
 #define KIND_CHECKPOINT "audit_checkpoint"
 #define KIND_SUPERVISE "task_supervise"
+#define KIND_TASK_CLOSE "task_close"
+#define KIND_TASK_REOPEN "task_reopen"
 #define KIND_HANDOVER "case_handover"
 #define KIND_HANDOVER_ACK "handover_ack"
 #define KIND_ESCALATION "case_escalation"
@@ -95,6 +97,7 @@ int fed_op(const Cityops__V1__Command *cmd)
     case CITYOPS__V1__COMMAND__OP_FED_PUBLISH:
     case CITYOPS__V1__COMMAND__OP_FED_HANDOVER_ANSWER:
     case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE:
         return 1;
     default:
         return 0;
@@ -539,6 +542,22 @@ static int task_save(struct store *s,
     return packed_put(s, txn, STORE_DB_FED_TASKS, &k, tag, &v->base, 0);
 }
 
+/* The tiers that owe feedback on @v: its children when assigned here, the
+ * tiers it was forwarded to when received. */
+static void task_children(const Cityops__V1__FedTaskView *v,
+                          char tag,
+                          char ***list,
+                          size_t *n)
+{
+    if (tag == TASK_ASSIGNED) {
+        *list = v->task->child_tiers;
+        *n = v->task->n_child_tiers;
+    } else {
+        *list = v->forwarded_to;
+        *n = v->n_forwarded_to;
+    }
+}
+
 /* The highest seq in @link's outbox (0: none). The outbox key is (link,
  * '\0', seq u64 BE): the last row of the link sorts just below (link,
  * '\0', 2^64-1). */
@@ -774,6 +793,12 @@ static int feedback_send(struct store *s,
     if (!names_tier(v->task, f->tier_id)) {
         rv = store_result_fail(res, RC_PRECONDITION,
                                "the task was not assigned to this tier");
+        goto out_free_view;
+    }
+    if (v->closed) {
+        rv = store_result_fail(res, RC_PRECONDITION,
+                               "the task was closed by the tier that "
+                               "assigned it");
         goto out_free_view;
     }
     fb.task_id = f->task_id;
@@ -1985,45 +2010,115 @@ out_free_msg:
     return rv;
 }
 
+/* The task named by a "task_supervise", "task_close" or "task_reopen"
+ * message (TaskFeedback, status @status) received from the task's origin:
+ * *v on success, else NULL with a note. */
+static int task_message_load(struct inbound_ctx *c,
+                             const Cityops__V1__OutboxMessage *m,
+                             const char *status,
+                             Cityops__V1__FedTaskView **v)
+{
+    Cityops__V1__TaskFeedback *f;
+    char why[96];
+    char tag = 0;
+    int rv = 0;
+
+    *v = NULL;
+    f = cityops__v1__task_feedback__unpack(NULL, m->payload.len,
+                                           m->payload.data);
+    if (f == NULL || strcmp(str0(f->status), status) != 0 ||
+        !task_id_ok(f->task_id)) {
+        snprintf(why, sizeof(why), "%.40s is not valid", str0(m->kind));
+        note_add(c->notes, m->seq, why);
+        goto out_free_msg;
+    }
+    rv = task_load(c->s, c->txn, f->task_id, &tag, v);
+    if (rv == STORE_NOTFOUND) {
+        snprintf(why, sizeof(why), "%.40s on an unknown task", str0(m->kind));
+        note_add(c->notes, m->seq, why);
+        rv = 0;
+    } else if (rv == 0 &&
+               (tag != TASK_RECEIVED ||
+                strcmp(str0((*v)->task->origin_tier), c->origin) != 0)) {
+        note_add(c->notes, m->seq, "the task did not come from the origin");
+        cityops__v1__fed_task_view__free_unpacked(*v, NULL);
+        *v = NULL;
+    }
+out_free_msg:
+    if (f != NULL) {
+        cityops__v1__task_feedback__free_unpacked(f, NULL);
+    }
+    return rv;
+}
+
 /* "task_supervise" (重点督办): the origin supervises a task it sent here. */
 static int inbound_supervise(struct inbound_ctx *c,
                              const Cityops__V1__OutboxMessage *m)
 {
-    Cityops__V1__TaskFeedback *f;
     Cityops__V1__FedTaskView *v = NULL;
-    char tag = 0;
-    int rv = 0;
+    int rv;
 
-    f = cityops__v1__task_feedback__unpack(NULL, m->payload.len,
-                                           m->payload.data);
-    if (f == NULL) {
-        note_add(c->notes, m->seq, "task_supervise does not decode");
-        return 0;
-    }
-    if (strcmp(str0(f->status), "supervise") != 0 ||
-        !task_id_ok(f->task_id)) {
-        note_add(c->notes, m->seq, "task_supervise is not valid");
-        goto out_free_msg;
-    }
-    rv = task_load(c->s, c->txn, f->task_id, &tag, &v);
-    if (rv == STORE_NOTFOUND) {
-        note_add(c->notes, m->seq, "task_supervise on an unknown task");
-        rv = 0;
-        goto out_free_msg;
-    }
-    if (rv != 0) {
-        goto out_free_msg;
-    }
-    if (tag != TASK_RECEIVED ||
-        strcmp(str0(v->task->origin_tier), c->origin) != 0) {
-        note_add(c->notes, m->seq, "the task did not come from the origin");
-    } else if (!v->supervised) {
+    rv = task_message_load(c, m, "supervise", &v);
+    if (rv == 0 && v != NULL && !v->supervised) {
         v->supervised = 1;
-        rv = task_save(c->s, c->txn, tag, v);
+        rv = task_save(c->s, c->txn, TASK_RECEIVED, v);
+    }
+    if (v != NULL) {
+        cityops__v1__fed_task_view__free_unpacked(v, NULL);
+    }
+    return rv;
+}
+
+/* Mark @v closed (or open again) and tell the tiers it was @sent to. */
+static int task_close_send(struct store *s,
+                           MDB_txn *txn,
+                           uint64_t index,
+                           int64_t time,
+                           char tag,
+                           Cityops__V1__FedTaskView *v,
+                           int reopen)
+{
+    Cityops__V1__TaskFeedback fb = CITYOPS__V1__TASK_FEEDBACK__INIT;
+    char **children;
+    size_t n;
+    int rv;
+
+    v->closed = !reopen;
+    rv = task_save(s, txn, tag, v);
+    task_children(v, tag, &children, &n);
+    fb.task_id = v->task->task_id;
+    fb.status = reopen ? "reopen" : "close";
+    fb.at = time;
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        fb.tier_id = children[i];
+        rv = outbox_put(s, txn, children[i],
+                        reopen ? KIND_TASK_REOPEN : KIND_TASK_CLOSE, time,
+                        index, &fb.base);
+    }
+    return rv;
+}
+
+/* "task_close" / "task_reopen": the origin closed or reopened a task it
+ * sent here; the tiers it was forwarded to hear of it too. */
+static int inbound_task_close(struct inbound_ctx *c,
+                              const Cityops__V1__OutboxMessage *m,
+                              int reopen)
+{
+    Cityops__V1__FedTaskView *v = NULL;
+    int rv;
+
+    rv = task_message_load(c, m, reopen ? "reopen" : "close", &v);
+    if (rv != 0 || v == NULL) {
+        return rv;
+    }
+    if (v->closed == !reopen) {
+        note_add(c->notes, m->seq,
+                 reopen ? "the task is open" : "the task is closed already");
+    } else {
+        rv = task_close_send(c->s, c->txn, c->index, c->cmd->time,
+                             TASK_RECEIVED, v, reopen);
     }
     cityops__v1__fed_task_view__free_unpacked(v, NULL);
-out_free_msg:
-    cityops__v1__task_feedback__free_unpacked(f, NULL);
     return rv;
 }
 
@@ -2060,6 +2155,10 @@ static int inbound_effect(struct inbound_ctx *c,
     }
     if (strcmp(kind, KIND_SUPERVISE) == 0) {
         return inbound_supervise(c, m);
+    }
+    if (strcmp(kind, KIND_TASK_CLOSE) == 0 ||
+        strcmp(kind, KIND_TASK_REOPEN) == 0) {
+        return inbound_task_close(c, m, strcmp(kind, KIND_TASK_REOPEN) == 0);
     }
     snprintf(why, sizeof(why), "unknown kind \"%.40s\"", kind);
     note_add(c->notes, m->seq, why);
@@ -2248,6 +2347,50 @@ static int outbox_ack(struct store *s,
     return rv;
 }
 
+/* 结案 / 重新打开 at the tier that assigned the task. */
+static int task_close(struct store *s,
+                      MDB_txn *txn,
+                      uint64_t index,
+                      const Cityops__V1__Command *cmd,
+                      Cityops__V1__CommandResult *res)
+{
+    const Cityops__V1__FedTaskClose *tc = cmd->fed_task_close;
+    Cityops__V1__FedTaskView *v = NULL;
+    char tag = 0;
+    int rv;
+
+    rv = not_leader_or_admin(cmd, "closing a task", res);
+    if (rv != 0) {
+        return rv == 1 ? 0 : rv;
+    }
+    if (!task_id_ok(tc->task_id)) {
+        return store_result_fail(res, RC_INVALID, "task id required");
+    }
+    rv = task_load(s, txn, tc->task_id, &tag, &v);
+    if (rv == STORE_NOTFOUND) {
+        return store_result_fail(res, RC_NOT_FOUND, "no such task");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (tag != TASK_ASSIGNED) {
+        rv = store_result_fail(res, RC_PRECONDITION,
+                               "only the tier that assigned a task closes "
+                               "or reopens it");
+    } else if (v->closed == !tc->reopen) {
+        rv = store_result_fail(res, RC_PRECONDITION,
+                               tc->reopen ? "the task is open"
+                                          : "the task is closed already");
+    } else {
+        rv = task_close_send(s, txn, index, cmd->time, tag, v, tc->reopen);
+        if (rv == 0 && store_str_set(&res->ref, tc->task_id) != 0) {
+            rv = store_errf(s, STORE_NOMEM, "fed: out of memory");
+        }
+    }
+    cityops__v1__fed_task_view__free_unpacked(v, NULL);
+    return rv;
+}
+
 int fed_apply(struct store *s,
               MDB_txn *txn,
               uint64_t index,
@@ -2278,6 +2421,8 @@ int fed_apply(struct store *s,
         return handover_answer(s, txn, index, cmd, res);
     case CITYOPS__V1__COMMAND__OP_FED_ESCALATE:
         return escalate(s, txn, index, cmd, res);
+    case CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE:
+        return task_close(s, txn, index, cmd, res);
     default:
         return link_set(s, txn, cmd, res);
     }
@@ -2467,7 +2612,7 @@ static int settled_here(const Cityops__V1__FedTaskView *v)
 
 static int overdue(const Cityops__V1__FedTaskView *v, char tag, int64_t now)
 {
-    if (v->task->deadline >= now) {
+    if (v->closed || v->task->deadline >= now) {
         return 0;
     }
     if (tag == TASK_RECEIVED) {
@@ -2483,22 +2628,6 @@ static int overdue(const Cityops__V1__FedTaskView *v, char tag, int64_t now)
 
 /* --- 重点督办: supervision on the case clock's tick --- */
 
-/* The tiers that owe feedback on @v: its children when assigned here, the
- * tiers it was forwarded to when received. */
-static void task_children(const Cityops__V1__FedTaskView *v,
-                          char tag,
-                          char ***list,
-                          size_t *n)
-{
-    if (tag == TASK_ASSIGNED) {
-        *list = v->task->child_tiers;
-        *n = v->task->n_child_tiers;
-    } else {
-        *list = v->forwarded_to;
-        *n = v->n_forwarded_to;
-    }
-}
-
 static int late_child(const Cityops__V1__FedTaskView *v,
                       char tag,
                       int64_t now)
@@ -2506,7 +2635,7 @@ static int late_child(const Cityops__V1__FedTaskView *v,
     char **children;
     size_t n;
 
-    if (v->supervised || v->task->deadline >= now) {
+    if (v->supervised || v->closed || v->task->deadline >= now) {
         return 0;
     }
     task_children(v, tag, &children, &n);

@@ -707,6 +707,14 @@ int store_public_settings(struct store *s,
  *   subscriber of the topic on its stored link, and for topic "stats" one
  *   to "parent" as well (once). res->message: "sent to N links".
  *   Received publications are kept latest per (origin, topic, key).
+ * - fed_task_close (role SHIFT_LEADER or ADMIN; 结案): a task assigned
+ *   here (NOT_FOUND if none, FAILED_PRECONDITION if received here, already
+ *   closed, or for reopen not closed) is marked closed (reopen: open again)
+ *   and a "task_close" / "task_reopen" row (TaskFeedback, status "close" /
+ *   "reopen") goes to each child. The child's inbound marks its received
+ *   copy the same and sends the row on to the tiers it forwarded it to.
+ *   Feedback on a closed received task is FAILED_PRECONDITION; a closed
+ *   task is not overdue and not supervised. res->ref is the task id.
  * - inbound "task_supervise" marks a task received from that origin
  *   supervised. On every TICK, tasks assigned or forwarded here whose
  *   deadline passed while some child has no "done" or "rejected" feedback

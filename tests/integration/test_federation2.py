@@ -10,7 +10,8 @@ certificates from ops/fed-certs):
 - forward to a lower tier with the same task id, a task turned into a local
   case, supervision of an overdue task on the tick, a case handed over
   sideways to a peer county (accepted, and declined), a case escalated up
-  (accepted, and declined), publish/subscribe and stats going up, and the
+  (accepted, and declined), a key task closed at the tier that assigned it
+  (the child refuses feedback until it is reopened), publish/subscribe and stats going up, and the
   parent's witness of the child's signed audit heads.
 
 At most four cityopsd processes run at a time.
@@ -561,6 +562,35 @@ class Escalation(Base):
         self.assertEqual(
             county.ctl("case", "history", down)["events"][-1].get("reason"),
             "escalation declined by city-a: a county matter")
+
+
+class TaskClose(Base):
+    @need("close-task", "reopen-task")
+    def test_closed_task_refuses_feedback_until_reopened(self):
+        t = self.tiers({"city-a": 1, "county-b": 1},
+                       [("city-a", "county-b", "child"),
+                        ("county-b", "city-a", "parent")])
+        city, county = t["city-a"], t["county-b"]
+        task_id = self.assign(city, "clear the drains", "county-b")
+        wait_for("the task at the county", lambda: any(
+            v["task"]["task_id"] == task_id for v in tasks(county)), 30, 0.2)
+        with self.assertRaises(CtlError) as cm:
+            county.ctl("fed", "close-task", task_id)
+        self.assertEqual(cm.exception.code, "FAILED_PRECONDITION")
+        city.ctl("fed", "close-task", task_id)
+        self.assertTrue(task_view(city, task_id).get("closed"))
+        wait_for("closed at the county", lambda: task_view(
+            county, task_id).get("closed"), 30, 0.2)
+        with self.assertRaises(CtlError) as cm:
+            county.ctl("fed", "feedback", task_id, "--status", "done")
+        self.assertEqual(cm.exception.code, "FAILED_PRECONDITION")
+        city.ctl("fed", "reopen-task", task_id)
+        wait_for("open again at the county", lambda: not task_view(
+            county, task_id).get("closed"), 30, 0.2)
+        county.ctl("fed", "feedback", task_id, "--status", "done")
+        wait_for("the feedback at the city", lambda: [
+            x["status"] for x in task_view(city, task_id).get(
+                "feedback", [])] == ["done"], 30, 0.2)
 
 
 class PubSub(Base):

@@ -1734,6 +1734,92 @@ static void test_escalation_up_is_accepted_or_declined_by_the_parent(
     pending_are(&f->c, 0, 1);
 }
 
+static int close_task(struct fx *f,
+                      struct tier *t,
+                      Cityops__V1__Role role,
+                      const char *task_id,
+                      int reopen)
+{
+    Cityops__V1__FedTaskClose tc = CITYOPS__V1__FED_TASK_CLOSE__INIT;
+
+    tc.task_id = (char *)task_id;
+    tc.reopen = reopen;
+    return apply_op(f, t, role, CITYOPS__V1__COMMAND__OP_FED_TASK_CLOSE, &tc);
+}
+
+static int task_closed(struct fx *f, struct tier *t, const char *id)
+{
+    Cityops__V1__FedTasksResponse *r = tasks(f, t);
+    int closed = task_find(r, id)->closed;
+
+    cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
+    return closed;
+}
+
+static void test_the_assigning_tier_closes_and_reopens_a_task(void **state)
+{
+    static const uint64_t one[] = {1};
+    static const uint64_t two[] = {2};
+    static const uint64_t three[] = {3};
+    static const char *const grand[] = {GRAND};
+    struct fx *f = *state;
+    struct fed_state before;
+    struct fed_state after;
+
+    assert_int_equal(assign(f), RC(OK));
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, one, 1),
+                     RC(OK));
+    assert_int_equal(forward(f, &f->c, R(ADMIN), PARENT "/1", CHILD, grand,
+                             1),
+                     RC(OK));
+
+    state_take(f, &before);
+    assert_int_equal(close_task(f, &f->p, R(INSPECTOR), PARENT "/1", 0),
+                     RC(PERMISSION_DENIED));
+    assert_int_equal(close_task(f, &f->p, R(ADMIN), "", 0),
+                     RC(INVALID_ARGUMENT));
+    assert_int_equal(close_task(f, &f->p, R(ADMIN), PARENT "/9", 0),
+                     RC(NOT_FOUND));
+    assert_int_equal(close_task(f, &f->p, R(ADMIN), PARENT "/1", 1),
+                     RC(FAILED_PRECONDITION));
+    state_take(f, &after);
+    state_equal(&before, &after);
+    assert_int_equal(close_task(f, &f->c, R(ADMIN), PARENT "/1", 0),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(outbox_last(&f->p, CHILD), 1);
+    assert_int_equal(outbox_last(&f->c, GRAND), 1);
+
+    assert_int_equal(close_task(f, &f->p, R(SHIFT_LEADER), PARENT "/1", 0),
+                     RC(OK));
+    assert_string_equal(f->res->ref, PARENT "/1");
+    assert_true(task_closed(f, &f->p, PARENT "/1"));
+    row_kind_is(&f->p, CHILD, 2, "task_close");
+    assert_int_equal(close_task(f, &f->p, R(SHIFT_LEADER), PARENT "/1", 0),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(outbox_last(&f->p, CHILD), 2);
+
+    /* the child marks its copy closed, tells the tier it forwarded to,
+     * and refuses feedback on it */
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, two, 1),
+                     RC(OK));
+    assert_string_equal(f->res->message, "applied 1, duplicates 0");
+    assert_true(task_closed(f, &f->c, PARENT "/1"));
+    row_kind_is(&f->c, GRAND, 2, "task_close");
+    assert_int_equal(feedback_at(f, &f->c, PARENT "/1", CHILD, "done"),
+                     RC(FAILED_PRECONDITION));
+    assert_int_equal(outbox_last(&f->c, "parent"), 0);
+
+    assert_int_equal(close_task(f, &f->p, R(ADMIN), PARENT "/1", 1), RC(OK));
+    assert_false(task_closed(f, &f->p, PARENT "/1"));
+    row_kind_is(&f->p, CHILD, 3, "task_reopen");
+    assert_int_equal(deliver(f, &f->p, CHILD, &f->c, PARENT, three, 1),
+                     RC(OK));
+    assert_false(task_closed(f, &f->c, PARENT "/1"));
+    row_kind_is(&f->c, GRAND, 3, "task_reopen");
+    assert_int_equal(feedback_at(f, &f->c, PARENT "/1", CHILD, "done"),
+                     RC(OK));
+}
+
 static void test_publications_reach_subscribers_latest_per_key(void **state)
 {
     static const uint64_t one[] = {1};
@@ -2046,6 +2132,7 @@ int main(void)
         T(test_handover_waits_for_the_peer_to_accept_it),
         T(test_a_declined_handover_leaves_the_case_open),
         T(test_escalation_up_is_accepted_or_declined_by_the_parent),
+        T(test_the_assigning_tier_closes_and_reopens_a_task),
         T(test_publications_reach_subscribers_latest_per_key),
         T(test_stats_always_go_to_the_parent_once),
         T(test_a_tick_supervises_overdue_tasks_once_per_late_child),
