@@ -248,8 +248,20 @@ static int run_apply(struct ops_ctl *ctl, const struct ops_args *a)
         rv = ops_usage_error(ctl, "%s: no changes in the file", path);
         goto out_free;
     }
-    if (note != NULL) {
-        batch->note = (char *)note;
+    if (note != NULL && batch == &snap_batch) {
+        batch->note = (char *)note; /* snap_batch is ours, not unpacked */
+    } else if (note != NULL) {
+        /* the batch was unpacked: its free releases the note */
+        char *copy = strdup(note);
+
+        if (copy == NULL) {
+            rv = OPS_EXIT_FAIL;
+            goto out_free;
+        }
+        if (batch->note != NULL && batch->note[0] != '\0') {
+            free(batch->note);
+        }
+        batch->note = copy;
     }
     rv = batch_apply(ctl, batch);
 

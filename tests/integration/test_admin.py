@@ -35,7 +35,7 @@ class AdminTest(unittest.TestCase):
         with open(DEFAULT) as f:
             cls.default = json.load(f)
         before = cls.get()["version"]
-        reply = cls.c.ctl("admin", "apply", DEFAULT)
+        reply = cls.c.ctl("admin", "apply", DEFAULT, "--note", "defaults")
         cls.applied = reply
         cls.before = before
 
