@@ -44,7 +44,16 @@ struct progress {
     int quiet;
     double t0;
     double last;
+    int open; /* a progress line without its newline yet */
 };
+
+static void progress_end(struct progress *p)
+{
+    if (p->open) {
+        fputc('\n', stderr);
+        p->open = 0;
+    }
+}
 
 static void progress_cb(void *arg, uint64_t done, uint64_t total)
 {
@@ -64,8 +73,9 @@ static void progress_cb(void *arg, uint64_t done, uint64_t total)
         fprintf(stderr, "\r%s: %llu MiB %.1f s", p->what,
                 (unsigned long long)(done >> 20), now - p->t0);
     }
+    p->open = 1;
     if (done >= total) {
-        fputc('\n', stderr);
+        progress_end(p);
     }
 }
 
@@ -188,7 +198,7 @@ int ops_backup_fetch(struct ops_ctl *ctl,
         CITYOPS__V1__BACKUP_CREATE_REQUEST__INIT;
     Cityops__V1__RequestContext ctx = CITYOPS__V1__REQUEST_CONTEXT__INIT;
     Cityops__V1__BackupCreateReply *cr = NULL;
-    struct progress pg = {"download", quiet, mono_s(), 0};
+    struct progress pg = {"download", quiet, mono_s(), 0, 0};
     char part[4096];
     uint8_t trailer[32];
     uint8_t digest[32];
@@ -350,7 +360,7 @@ static int run_create(struct ops_ctl *ctl, const struct ops_args *a)
 static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
 {
     Cityops__V1__BackupInfo *info = NULL;
-    struct progress pg = {"verify", ctl->json, mono_s(), 0};
+    struct progress pg = {"verify", ctl->json, mono_s(), 0, 0};
     char err[512];
     const char *file = a->n_pos > 2 ? a->pos[2] : NULL;
     int rv;
@@ -359,6 +369,7 @@ static int run_verify(struct ops_ctl *ctl, const struct ops_args *a)
         return ops_usage_error(ctl, "backup verify: which FILE?");
     }
     rv = store_backup_verify(file, progress_cb, &pg, &info, err, sizeof err);
+    progress_end(&pg);
     if (rv != 0) {
         ops_print_error(ctl, "backup verify", "CORRUPT", err, file);
         if (info != NULL) {
@@ -429,7 +440,7 @@ int ops_backup_restore(const char *file,
 {
     struct store_restore_opts o = {to_index, to_time, archive_dir};
     struct store_restore_result res;
-    struct progress pg = {"restore", quiet, mono_s(), 0};
+    struct progress pg = {"restore", quiet, mono_s(), 0, 0};
     char store_dir[4096];
     char what[4200];
 
@@ -448,8 +459,10 @@ int ops_backup_restore(const char *file,
     memset(&res, 0, sizeof res);
     if (store_backup_restore(file, store_dir, &o, progress_cb, &pg, &res, err,
                              errlen) != 0) {
+        progress_end(&pg);
         return OPS_EXIT_FAIL;
     }
+    progress_end(&pg);
     if (marker_write(data_dir, &res) != 0) {
         snprintf(err, errlen, "cannot write %s/%s: %s", data_dir,
                  RESTORE_MARKER, strerror(errno));
