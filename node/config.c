@@ -19,8 +19,10 @@
  *   [public]   http_address (Open311 HTTP/JSON, IPv4 host:port; "" = off)
  *   [federation] tier_id, listen (mutual-TLS port), ca, cert, key (PEM
  *              files), retry_ms, link = TIER parent|child|peer
- *              HOST:PORT[,HOST:PORT...] (the remote cluster's federation
- *              addresses; one line per linked platform), stats_s (how
+ *              HOST:PORT[,HOST:PORT...] [kinds=KIND[,KIND...]] (the
+ *              remote cluster's federation addresses and the message
+ *              kinds accepted from it, all if not given; one line per
+ *              linked platform), stats_s (how
  *              often the leader publishes topic "stats"; default 0 = off)
  *   [cases]    tick_ms (how often the leader proposes a clock tick that
  *              marks overdue stages; default 60000)
@@ -117,12 +119,33 @@ static int tier_ok(const char *t)
     return 1;
 }
 
-/* link = TIER KIND HOST:PORT[,HOST:PORT...] */
+/* kinds=KIND[,KIND...] into @l */
+static int parse_kinds(struct node_link *l, char *value)
+{
+    char *save = NULL;
+    char *tok;
+
+    if (strncmp(value, "kinds=", 6) != 0) {
+        return -1;
+    }
+    for (tok = strtok_r(value + 6, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (l->n_allowed_kinds == NODE_MAX_KINDS ||
+            strlen(tok) >= NODE_KIND_SIZE) {
+            return -1;
+        }
+        strcpy(l->allowed_kinds[l->n_allowed_kinds++], tok);
+    }
+    return l->n_allowed_kinds > 0 ? 0 : -1;
+}
+
+/* link = TIER KIND HOST:PORT[,HOST:PORT...] [kinds=KIND[,KIND...]] */
 static int parse_link(struct node_config *cfg, const char *value)
 {
     struct node_link *l;
     char kind[16];
     char eps[4 * NODE_ADDRESS_SIZE];
+    char kinds[NODE_MAX_KINDS * NODE_KIND_SIZE + 8] = "";
     char extra[8] = "";
     char *save = NULL;
     char *tok;
@@ -133,8 +156,12 @@ static int parse_link(struct node_config *cfg, const char *value)
     }
     l = &cfg->links[cfg->n_links];
     memset(l, 0, sizeof *l);
-    n = sscanf(value, "%64s %15s %255s %7s", l->tier_id, kind, eps, extra);
-    if (n != 3 || !tier_ok(l->tier_id)) {
+    n = sscanf(value, "%64s %15s %255s %535s %7s", l->tier_id, kind, eps,
+               kinds, extra);
+    if (n < 3 || n > 4 || !tier_ok(l->tier_id)) {
+        return -1;
+    }
+    if (n == 4 && parse_kinds(l, kinds) != 0) {
         return -1;
     }
     if (strcmp(kind, "parent") == 0) {

@@ -136,23 +136,70 @@ static int submit_wait(struct node *n, Cityops__V1__Command *cmd,
 
 /* --- receiving: Federation/Deliver on the TLS port --- */
 
+static int kind_in(char *const *kinds, size_t n, const char *kind)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(kinds[i], kind) == 0) {
+            return 1;
+        }
+    }
+    return n == 0;
+}
+
+/* The first message kind of @req that @kinds (n of them; none = every
+ * kind) does not allow, or NULL. */
+static const char *kind_refused(char *const *kinds,
+                                size_t n,
+                                const Cityops__V1__DeliverRequest *req)
+{
+    for (size_t i = 0; req != NULL && i < req->n_envelopes; i++) {
+        const char *k = req->envelopes[i]->message->kind;
+
+        if (!kind_in(kinds, n, k != NULL ? k : "")) {
+            return k != NULL ? k : "";
+        }
+    }
+    return NULL;
+}
+
 /* The kind of this tier's link to @tier (config file first, then the
- * replicated links), or 0 if there is none. */
-static int link_kind(struct node *n, const char *tier)
+ * replicated links), or 0 if there is none; with @req, *refused is the
+ * first of its message kinds that link does not allow (NULL: none). */
+static int link_lookup(struct node *n,
+                       const char *tier,
+                       const Cityops__V1__DeliverRequest *req,
+                       char *refused,
+                       size_t refused_size)
 {
     Cityops__V1__FedLink **links = NULL;
     size_t nl = 0;
     int kind = 0;
+    const char *no = NULL;
 
     for (size_t i = 0; i < n->cfg.n_links && kind == 0; i++) {
-        if (strcmp(n->cfg.links[i].tier_id, tier) == 0) {
-            kind = n->cfg.links[i].kind;
+        const struct node_link *l = &n->cfg.links[i];
+        char *kinds[NODE_MAX_KINDS];
+
+        if (strcmp(l->tier_id, tier) == 0) {
+            kind = l->kind;
+            for (size_t k = 0; k < l->n_allowed_kinds; k++) {
+                kinds[k] = (char *)l->allowed_kinds[k];
+            }
+            no = kind_refused(kinds, l->n_allowed_kinds, req);
+            if (no != NULL) {
+                snprintf(refused, refused_size, "%s", no);
+            }
         }
     }
     if (kind == 0 && store_fed_links(n->store, &links, &nl) == 0) {
         for (size_t i = 0; i < nl; i++) {
             if (kind == 0 && strcmp(links[i]->tier_id, tier) == 0) {
                 kind = links[i]->kind;
+                no = kind_refused(links[i]->allowed_kinds,
+                                  links[i]->n_allowed_kinds, req);
+                if (no != NULL) {
+                    snprintf(refused, refused_size, "%s", no);
+                }
             }
             cityops__v1__fed_link__free_unpacked(links[i], NULL);
         }
@@ -161,9 +208,9 @@ static int link_kind(struct node *n, const char *tier)
     return kind;
 }
 
-static int linked(struct node *n, const char *tier)
+static int link_kind(struct node *n, const char *tier)
 {
-    return link_kind(n, tier) != 0;
+    return link_lookup(n, tier, NULL, NULL, 0);
 }
 
 /* The outbox link that leads to @tier: "parent" for this tier's parent,
@@ -237,6 +284,7 @@ static void deliver_handle(struct rpc_call *call,
     const char *origin;
     struct deliver *d;
     char text[200];
+    char refused[64] = "";
     int rv;
 
     if (req->n_envelopes == 0 || req->envelopes[0]->origin == NULL ||
@@ -262,9 +310,17 @@ static void deliver_handle(struct rpc_call *call,
         rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, text);
         return;
     }
-    if (!linked(n, origin)) {
+    if (link_lookup(n, origin, req, refused, sizeof refused) == 0) {
         snprintf(text, sizeof text, "tier %.64s is not linked to %s", origin,
                  n->cfg.tier_id);
+        clog(CLOG_WARN, "fed", "refused a delivery: %s", text);
+        rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, text);
+        return;
+    }
+    if (refused[0] != '\0') {
+        snprintf(text, sizeof text,
+                 "kind \"%.40s\" is not allowed from tier %.64s", refused,
+                 origin);
         clog(CLOG_WARN, "fed", "refused a delivery: %s", text);
         rpc_call_fail(call, GRPC_STATUS_PERMISSION_DENIED, text);
         return;

@@ -33,11 +33,17 @@ struct node_member {
 #define NODE_TIER_SIZE 65
 
 /* A federation link from the config file ([federation] link = ...). */
+#define NODE_MAX_KINDS 16
+#define NODE_KIND_SIZE 33
+
 struct node_link {
     char tier_id[NODE_TIER_SIZE];
     int kind; /* Cityops__V1__LinkKind */
     char endpoints[4][NODE_ADDRESS_SIZE];
     size_t n_endpoints;
+    /* the message kinds accepted from it; none listed = every kind */
+    char allowed_kinds[NODE_MAX_KINDS][NODE_KIND_SIZE];
+    size_t n_allowed_kinds;
 };
 
 struct node_config {

@@ -88,6 +88,7 @@ static const struct opt_spec opt_specs[] = {
     {"status", 1},
     {"endpoint", 1},
     {"kind", 1},
+    {"kind-allow", 1},
     {"deadline-from", 1},
     {"deadline-to", 1},
     {"overdue", 0},
@@ -211,6 +212,7 @@ static const char usage_text[] =
     "  fed feedback TASK --status S [--note N]\n"
     "                                         feedback up       [shift-leader]\n"
     "  fed link add TIER --kind parent|child|peer --endpoint H:P [...]\n"
+    "               [--kind-allow KIND ...]   only these kinds from it\n"
     "  fed link remove TIER                   linked platforms  [admin]\n"
     "  fed forward TASK --child TIER [--child ...]\n"
     "                                         a received task on down\n"

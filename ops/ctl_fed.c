@@ -8,7 +8,10 @@
  *   fed feedback TASK --status S [--note N]
  *                                  feedback on a received task, up
  *   fed link add TIER --kind parent|child|peer --endpoint H:P [...]
- *   fed link remove TIER           linked platforms at run time (admin)
+ *                [--kind-allow KIND ...]
+ *   fed link remove TIER           linked platforms at run time (admin);
+ *                                  without --kind-allow every message kind
+ *                                  is accepted from it
  *   fed forward TASK --child TIER [--child ...]
  *                                  a received task further down
  *   fed to-case TASK --type component|event --major NN --minor NN
@@ -244,6 +247,7 @@ static int run_link(struct ops_ctl *ctl, const struct ops_args *a)
     const char *what = a->n_pos > 2 ? a->pos[2] : "";
     const char *kind = ops_arg(a, "kind");
     char *eps[OPS_MAX_OPTS];
+    char *kinds[OPS_MAX_OPTS];
     int n;
 
     link.tier_id = a->n_pos > 3 ? a->pos[3] : NULL;
@@ -266,6 +270,9 @@ static int run_link(struct ops_ctl *ctl, const struct ops_args *a)
         }
         link.n_endpoints = (size_t)(n < OPS_MAX_OPTS ? n : OPS_MAX_OPTS);
         link.endpoints = eps;
+        n = ops_arg_all(a, "kind-allow", kinds, OPS_MAX_OPTS);
+        link.n_allowed_kinds = (size_t)(n < OPS_MAX_OPTS ? n : OPS_MAX_OPTS);
+        link.allowed_kinds = kinds;
     } else {
         req.remove = 1;
     }
@@ -834,7 +841,7 @@ const char *ctl_fed_options(const char *sub)
         return "status note";
     }
     if (strcmp(sub, "link") == 0) {
-        return "kind endpoint";
+        return "kind endpoint kind-allow";
     }
     if (strcmp(sub, "forward") == 0) {
         return "child";

@@ -67,6 +67,8 @@
 #define KIND_SUBSCRIBE "subscribe"
 #define KIND_PUBLICATION "publication"
 
+#define FED_KINDS_MAX 16
+#define FED_KIND_MAX 32
 #define FED_TOPIC_MAX 64
 #define FED_KEY_MAX 64
 #define FED_TYPE_MAX 128
@@ -645,10 +647,23 @@ static int link_set(struct store *s,
                                      "endpoints must be host:port");
         }
     }
+    if (l->n_allowed_kinds > FED_KINDS_MAX) {
+        return store_result_fail(res, RC_INVALID,
+                                 "a link allows at most 16 kinds");
+    }
+    for (size_t i = 0; i < l->n_allowed_kinds; i++) {
+        if (!name_ok(l->allowed_kinds[i], FED_KIND_MAX)) {
+            return store_result_fail(res, RC_INVALID,
+                                     "allowed kinds must be 1 to 32 "
+                                     "printable characters without spaces");
+        }
+    }
     clean.tier_id = l->tier_id;
     clean.kind = l->kind;
     clean.n_endpoints = l->n_endpoints;
     clean.endpoints = l->endpoints;
+    clean.n_allowed_kinds = l->n_allowed_kinds;
+    clean.allowed_kinds = l->allowed_kinds;
     return packed_put(s, txn, STORE_DB_FED_LINKS, &k, 0, &clean.base, 0);
 }
 

@@ -626,8 +626,9 @@ int store_public_settings(struct store *s,
  * Commands (refused ones change nothing):
  * - fed_link_set (role ADMIN): add or replace a link (tier id 1..64 bytes
  *   of [A-Za-z0-9._-], not "parent"; kind PARENT, CHILD or PEER; 1..8
- *   endpoints "host:port"), or with remove drop it (NOT_FOUND if absent).
- *   Apply cannot see the node's configuration file: the node merges these
+ *   endpoints "host:port"; 0..16 allowed message kinds, 1..32 printable
+ *   bytes without spaces, none = every kind), or with remove drop it
+ *   (NOT_FOUND if absent). Apply cannot see the node's configuration file: the node merges these
  *   links with its configured ones.
  * - fed_assign_task (role SHIFT_LEADER or ADMIN): title 1..200 characters,
  *   detail at most 4000, deadline after the command's time, 1..32 distinct

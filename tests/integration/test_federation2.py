@@ -11,7 +11,8 @@ certificates from ops/fed-certs):
   case, supervision of an overdue task on the tick, a case handed over
   sideways to a peer county (accepted, and declined), a case escalated up
   (accepted, and declined), a key task closed at the tier that assigned it
-  (the child refuses feedback until it is reopened), publish/subscribe and stats going up, and the
+  (the child refuses feedback until it is reopened), a message kind a link
+  does not allow refused (config file and run time), publish/subscribe and stats going up, and the
   parent's witness of the child's signed audit heads.
 
 At most four cityopsd processes run at a time.
@@ -86,8 +87,9 @@ def task_no(task_id):
 
 class Tiers:
     """Clusters linked by federation: {tier: nodes}, links as
-    (from tier, to tier, kind as seen from the first). Every link line is
-    written on the side named first, so pass both directions."""
+    (from tier, to tier, kind as seen from the first[, "kinds=..."]). Every
+    link line is written on the side named first, so pass both
+    directions."""
 
     def __init__(self, sizes, links, extra=None, audit=(), runtime=False):
         self.c = {t: Cluster(n) for t, n in sizes.items()}
@@ -98,8 +100,8 @@ class Tiers:
         self.keys = {}
         for tier, c in self.c.items():
             lines = [] if runtime else [
-                "%s %s %s" % (to, kind, self.fed_eps(to))
-                for frm, to, kind in links if frm == tier]
+                " ".join((l[1], l[2], self.fed_eps(l[1])) + tuple(l[3:]))
+                for l in links if l[0] == tier]
             key = None
             if tier in audit:
                 key = os.path.join(c.dir, "audit.pem")
@@ -588,6 +590,54 @@ class TaskClose(Base):
         wait_for("open again at the county", lambda: not task_view(
             county, task_id).get("closed"), 30, 0.2)
         county.ctl("fed", "feedback", task_id, "--status", "done")
+        wait_for("the feedback at the city", lambda: [
+            x["status"] for x in task_view(city, task_id).get(
+                "feedback", [])] == ["done"], 30, 0.2)
+
+
+class AllowedKinds(Base):
+    def feedback_refused(self, city, county):
+        """A task goes down; the county's feedback is refused by the city
+        (task_feedback not allowed from county-b), and the county's link
+        says so; nothing is applied at the city."""
+        task_id = self.assign(city, "allow-list", "county-b")
+        wait_for("the task at the county",
+                 lambda: task_view(county, task_id), 30, 0.2)
+        county.ctl("fed", "feedback", task_id, "--status", "done")
+
+        def refused():
+            err = link(county, "city-a").get("last_error", "")
+            return err if "PERMISSION_DENIED" in err and \
+                "task_feedback" in err else None
+        wait_for("the feedback refused by kind", refused, 30, 0.2)
+        self.assertEqual(task_view(city, task_id).get("feedback", []), [])
+        self.assertIn('kind "task_feedback" is not allowed from tier '
+                      'county-b', city.nodes[0].tail(400))
+        return task_id
+
+    def test_kinds_from_the_config_file(self):
+        t = self.tiers({"city-a": 1, "county-b": 1},
+                       [("city-a", "county-b", "child",
+                         "kinds=audit_checkpoint"),
+                        ("county-b", "city-a", "parent",
+                         "kinds=key_task,task_close,task_reopen")])
+        self.feedback_refused(t["city-a"], t["county-b"])
+
+    @need("link")
+    def test_kinds_of_a_link_added_at_run_time(self):
+        t = self.tiers({"city-a": 1, "county-b": 1}, [], runtime=True)
+        city, county = t["city-a"], t["county-b"]
+        city.ctl("--role", "admin", "fed", "link", "add", "county-b",
+                 "--kind", "child", "--endpoint", t.fed_eps("county-b"),
+                 "--kind-allow", "audit_checkpoint")
+        county.ctl("--role", "admin", "fed", "link", "add", "city-a",
+                   "--kind", "parent", "--endpoint", t.fed_eps("city-a"))
+        task_id = self.feedback_refused(city, county)
+        # Allowed now: the feedback that waited arrives, once.
+        city.ctl("--role", "admin", "fed", "link", "add", "county-b",
+                 "--kind", "child", "--endpoint", t.fed_eps("county-b"),
+                 "--kind-allow", "audit_checkpoint", "--kind-allow",
+                 "task_feedback")
         wait_for("the feedback at the city", lambda: [
             x["status"] for x in task_view(city, task_id).get(
                 "feedback", [])] == ["done"], 30, 0.2)

@@ -1180,6 +1180,52 @@ static int apply_op(struct fx *f,
     return apply(f, t, &cmd);
 }
 
+/* A link that accepts only @kinds (@nk of them) from CHILD. */
+static int link_kinds(struct fx *f, const char *const *kinds, size_t nk)
+{
+    static const char *const eps[] = {"10.0.0.2:7443"};
+    Cityops__V1__FedLinkSet ls = CITYOPS__V1__FED_LINK_SET__INIT;
+    Cityops__V1__FedLink l = CITYOPS__V1__FED_LINK__INIT;
+
+    l.tier_id = CHILD;
+    l.kind = CITYOPS__V1__LINK_KIND__LINK_KIND_CHILD;
+    l.n_endpoints = 1;
+    l.endpoints = (char **)eps;
+    l.n_allowed_kinds = nk;
+    l.allowed_kinds = (char **)kinds;
+    ls.link = &l;
+    return apply_op(f, &f->p, R(ADMIN), CITYOPS__V1__COMMAND__OP_FED_LINK_SET,
+                    &ls);
+}
+
+static void test_a_link_keeps_its_allowed_kinds(void **state)
+{
+    static const char *const ok[] = {"task_feedback", "audit_checkpoint"};
+    static const char *const bad[] = {"task feedback"};
+    struct fx *f = *state;
+    Cityops__V1__FedLink **l = NULL;
+    size_t n = 0;
+
+    assert_int_equal(link_kinds(f, bad, 1), RC(INVALID_ARGUMENT));
+    assert_int_equal(store_fed_links(f->p.s, &l, &n), 0);
+    assert_int_equal(n, 0);
+    free(l);
+    assert_int_equal(link_kinds(f, ok, 2), RC(OK));
+    assert_int_equal(store_fed_links(f->p.s, &l, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(l[0]->n_allowed_kinds, 2);
+    assert_string_equal(l[0]->allowed_kinds[0], "task_feedback");
+    assert_string_equal(l[0]->allowed_kinds[1], "audit_checkpoint");
+    cityops__v1__fed_link__free_unpacked(l[0], NULL);
+    free(l);
+    /* replaced without a list: every kind again */
+    assert_int_equal(link_kinds(f, NULL, 0), RC(OK));
+    assert_int_equal(store_fed_links(f->p.s, &l, &n), 0);
+    assert_int_equal(l[0]->n_allowed_kinds, 0);
+    cityops__v1__fed_link__free_unpacked(l[0], NULL);
+    free(l);
+}
+
 /* Deliver rows @seqs of @from's @link to @to as @origin, with the link
  * back @reply (what the receiving node puts into reply_stream). */
 static int deliver_via(struct fx *f,
@@ -2125,6 +2171,7 @@ int main(void)
         T(test_bad_input_is_refused_and_changes_nothing),
         T(test_every_command_checks_its_role),
         T(test_links_are_added_replaced_listed_and_removed),
+        T(test_a_link_keeps_its_allowed_kinds),
         T(test_audit_names_the_federation_targets),
         T(test_a_schema_4_store_gets_empty_federation_databases),
         T(test_forward_sends_the_task_on_and_the_grandchilds_feedback_comes_back),
