@@ -4,10 +4,13 @@
  * Receiving: Federation/Deliver is served only on [federation] listen, a
  * TLS port that requires a client certificate from the federation CA. The
  * envelopes' origin must be a linked tier named by the peer's certificate
- * (CN or DNS SAN); the leader proposes them as one FedInbound command, whose
- * apply skips what the origin's inbox already holds, so a redelivery is
- * acknowledged and not applied twice. A follower answers UNAVAILABLE: the
- * sender tries the remote cluster's next endpoint.
+ * (CN or DNS SAN), and every message kind in them one that link allows
+ * (kinds= on its config line, FedLink.allowed_kinds; none = all), else the
+ * whole delivery is PERMISSION_DENIED; the leader proposes them as one
+ * FedInbound command, whose apply skips what the origin's inbox already
+ * holds, so a redelivery is acknowledged and not applied twice. A
+ * follower answers UNAVAILABLE: the sender tries the remote cluster's next
+ * endpoint.
  *
  * Sending: while this node leads, a thread walks every link (config file
  * and replicated ones): a child's stream is the outbox rows of link <tier>,
