@@ -640,11 +640,37 @@ static void fault_inject(struct fault *f)
     } else if (strcmp(fault, "pause") == 0) {
         cons_stall(n->cons, ms);
     } else {
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
         store_fault_set(n->store, STORE_FULL);
-        usleep((useconds_t)ms * 1000);
+        /* over at its time, or at once when the node stops */
+        pthread_mutex_lock(&n->fault_lock);
+        while (!n->faults_stop &&
+               pthread_cond_timedwait(&n->fault_cond, &n->fault_lock,
+                                      &until) == 0) {
+        }
+        pthread_mutex_unlock(&n->fault_lock);
         store_fault_set(n->store, 0);
         clog(CLOG_WARN, "dr", "drill %s: disk-full over", f->req->drill_id);
     }
+}
+
+void node_faults_quiesce(struct node *n)
+{
+    pthread_mutex_lock(&n->fault_lock);
+    n->faults_stop = 1;
+    pthread_cond_broadcast(&n->fault_cond);
+    while (n->faults_active > 0) {
+        pthread_cond_wait(&n->fault_cond, &n->fault_lock);
+    }
+    pthread_mutex_unlock(&n->fault_lock);
 }
 
 static void *fault_main(void *arg)
@@ -683,6 +709,10 @@ static void *fault_main(void *arg)
     cityops__v1__drill_fault_request__free_unpacked(f->req, NULL);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
+    pthread_mutex_lock(&f->n->fault_lock);
+    f->n->faults_active--;
+    pthread_cond_broadcast(&f->n->fault_cond);
+    pthread_mutex_unlock(&f->n->fault_lock);
     free(f);
     return NULL;
 }
@@ -755,12 +785,23 @@ static void fault_handle(struct rpc_call *call,
              req->drill_id, req->fault,
              (unsigned long long)(req->record_only ? req->node_id : n->cfg.id),
              req->duration_ms);
-    if (pthread_create(&t, NULL, fault_main, f) != 0) {
+    pthread_mutex_lock(&n->fault_lock);
+    if (n->faults_stop || pthread_create(&t, NULL, fault_main, f) != 0) {
+        int stopping = n->faults_stop;
+
+        pthread_mutex_unlock(&n->fault_lock);
         pthread_cond_destroy(&f->cond);
         pthread_mutex_destroy(&f->lock);
         cityops__v1__drill_fault_request__free_unpacked(f->req, NULL);
+        if (stopping) {
+            free(f);
+            rpc_call_fail(call, GRPC_STATUS_UNAVAILABLE, "node is stopping");
+            return;
+        }
         goto err_nomem;
     }
+    n->faults_active++;
+    pthread_mutex_unlock(&n->fault_lock);
     pthread_detach(t);
     return;
 

@@ -201,6 +201,8 @@ int node_start(const struct node_config *cfg, struct node **out, int *grpc_port)
     }
     n->cfg = *cfg;
     pthread_mutex_init(&n->book_lock, NULL);
+    pthread_mutex_init(&n->fault_lock, NULL);
+    pthread_cond_init(&n->fault_cond, NULL);
     if (node_member_find(n, cfg->id) == NULL) {
         clog(CLOG_INFO, "node",
              "node %llu is not among the [cluster] members: it starts empty "
@@ -284,6 +286,8 @@ err_stop_rpc:
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);
+    pthread_cond_destroy(&n->fault_cond);
+    pthread_mutex_destroy(&n->fault_lock);
     free(n);
     return rv;
 
@@ -304,6 +308,8 @@ err_close_store:
     store_close(n->store);
 err_free:
     pthread_mutex_destroy(&n->book_lock);
+    pthread_cond_destroy(&n->fault_cond);
+    pthread_mutex_destroy(&n->fault_lock);
     free(n);
     return rv;
 }
@@ -318,6 +324,7 @@ int node_stop(struct node *n)
      * finish within its grace period. */
     node_http311_stop(n->http311); /* it calls gRPC: before the server */
     node_fed_stop(n->fed);         /* it proposes: before Raft */
+    node_faults_quiesce(n);        /* drill faults use store and Raft */
     node_signer_stop(n->signer); /* it proposes: stop it before Raft */
     node_ticker_stop(n->ticker);
     rpc_server_shutdown(n->rpc);
@@ -335,6 +342,8 @@ int node_stop(struct node *n)
     node_peers_close(n);
     store_close(n->store);
     pthread_mutex_destroy(&n->book_lock);
+    pthread_cond_destroy(&n->fault_cond);
+    pthread_mutex_destroy(&n->fault_lock);
     free(n);
     return restart;
 }

@@ -41,6 +41,12 @@ struct node {
     struct node_backups *backups;
     struct node_ticker *ticker;
     struct node_fed *fed;
+    /* Drill fault threads (dr.c): counted so that node_stop() waits for
+     * them; faults_stop ends a disk-full fault early. */
+    pthread_mutex_t fault_lock;
+    pthread_cond_t fault_cond;
+    int faults_active;
+    int faults_stop;
     struct node_http311 *http311; /* NULL: [public] http_address off */
     int dr_recovered;         /* started with recover: record it as leader */
     int dr_init_inflight;     /* a ClusterInit is being proposed */
@@ -239,6 +245,9 @@ int node_dr_prepare(const struct node_config *cfg, struct node_dr_start *out);
 void node_dr_started(struct node *n, const struct node_dr_start *st);
 /* cons hook: the leader is ready (sets the cluster id, records a recovery). */
 void node_dr_leader_ready(void *data);
+/* Stop injecting drill faults and wait for the fault threads (they use
+ * the store and consensus). Before cons_stop(). */
+void node_faults_quiesce(struct node *n);
 /* Ask main() to stop the node and execute itself again (same PID). */
 void node_restart_request(struct node *n);
 
