@@ -255,6 +255,18 @@ static int leader_into_big_site(struct run *run)
     return 0;
 }
 
+/* The end every scenario shares: time the recovery to full health, let
+ * the load run to the end of the observe window, then settle. */
+static int observe_and_settle(struct run *run)
+{
+    measure_health(run);
+    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
+                   "observe")) {
+        return -1;
+    }
+    return wait_for(run, SETTLE_S, "settle");
+}
+
 /* leader-kill, follower-kill, leader-pause, site-loss (local). */
 static int run_process_fault(struct run *run)
 {
@@ -297,12 +309,7 @@ static int run_process_fault(struct run *run)
             return -1;
         }
     }
-    measure_health(run);
-    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
-                   "observe")) {
-        return -1;
-    }
-    return wait_for(run, SETTLE_S, "settle");
+    return observe_and_settle(run);
 }
 
 /* After a disk-full fault ended at @end: if the node's store is still
@@ -412,12 +419,7 @@ static int run_rpc_fault(struct run *run)
         disk_full_recover(run, victim, end) != 0) {
         return -1;
     }
-    measure_health(run);
-    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
-                   "observe")) {
-        return -1;
-    }
-    return wait_for(run, SETTLE_S, "settle");
+    return observe_and_settle(run);
 }
 
 static void record_restart(struct run *run, int i, int64_t t_i, int64_t ok)
@@ -587,12 +589,7 @@ static int run_quorum_loss(struct run *run)
         set_error(run, "ops_recover failed (exit %d)", rv);
         return -1;
     }
-    measure_health(run);
-    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
-                   "observe")) {
-        return -1;
-    }
-    return wait_for(run, SETTLE_S, "settle");
+    return observe_and_settle(run);
 }
 
 static int take_backup(struct run *run, const char *path)
@@ -715,12 +712,7 @@ static int run_restore(struct run *run)
     if (kill_all_and_restore(run, backup, leader, 0) != 0) {
         return -1;
     }
-    measure_health(run);
-    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
-                   "observe")) {
-        return -1;
-    }
-    return wait_for(run, SETTLE_S, "settle");
+    return observe_and_settle(run);
 }
 
 /* Phase B: the mistake, voiding acknowledged phase-A cases. */
@@ -814,12 +806,7 @@ static int run_pitr(struct run *run)
     if (start_load(run) != 0) {
         return -1;
     }
-    measure_health(run);
-    if (wait_until(run, run->t0 + (int64_t)(run->observe_s * 1e6),
-                   "observe")) {
-        return -1;
-    }
-    return wait_for(run, SETTLE_S, "settle");
+    return observe_and_settle(run);
 }
 
 static int run_fault(struct run *run)
