@@ -522,14 +522,18 @@ static int record_put(struct store *s,
     int rc;
 
     n = cityops__v1__audit_record__get_packed_size(r);
-    buf = malloc(n + 2 + STORE_HASH_SIZE);
-    if (buf == NULL) {
-        return store_errf(s, STORE_NOMEM, "audit: out of memory");
+    store_be64_put(key, t->size);
+    v.mv_size = n + 2 + STORE_HASH_SIZE;
+    v.mv_data = NULL;
+    rc = mdb_put(txn, s->dbi[STORE_DB_AUDIT], &k, &v, MDB_APPEND | MDB_RESERVE);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "put audit/%llu",
+                             (unsigned long long)t->size);
     }
+    buf = v.mv_data;
     cityops__v1__audit_record__pack(r, buf);
     rv = hash3(t->md, t->head, STORE_HASH_SIZE, buf, n, NULL, 0, hash);
     if (rv != 0) {
-        free(buf);
         return store_errf(s, rv, "audit: out of memory");
     }
     /* Field 14 (hash), wire type 2, length 32: what packing r with the
@@ -537,15 +541,6 @@ static int record_put(struct store *s,
     buf[n] = (14 << 3) | 2;
     buf[n + 1] = STORE_HASH_SIZE;
     memcpy(buf + n + 2, hash, STORE_HASH_SIZE);
-    store_be64_put(key, t->size);
-    v.mv_size = n + 2 + STORE_HASH_SIZE;
-    v.mv_data = buf;
-    rc = mdb_put(txn, s->dbi[STORE_DB_AUDIT], &k, &v, MDB_APPEND);
-    free(buf);
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "put audit/%llu",
-                             (unsigned long long)t->size);
-    }
     return 0;
 }
 

@@ -825,18 +825,13 @@ static int put_msg(struct store *s,
                    size_t klen,
                    const ProtobufCMessage *msg)
 {
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(n > 0 ? n : 1);
-    int rv;
+    MDB_val key = {klen, (void *)k};
+    int rc = store_msg_put(txn, s->dbi[db], &key, msg, 0);
 
-    if (buf == NULL) {
-        return store_errf(s, STORE_NOMEM, "put %s: out of memory",
-                          store_db_names[db]);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "put %s", store_db_names[db]);
     }
-    protobuf_c_message_pack(msg, buf);
-    rv = put_raw(s, txn, db, k, klen, buf, n);
-    free(buf);
-    return rv;
+    return 0;
 }
 
 /* The case id of @tracking_no; STORE_NOTFOUND without a message. */

@@ -169,7 +169,6 @@ int store_case_save(struct store *s,
     struct store_case_ix now;
     uint8_t k[8];
     MDB_val key = {sizeof(k), k};
-    MDB_val val;
     int rv;
     int rc;
 
@@ -179,15 +178,7 @@ int store_case_save(struct store *s,
         return rv;
     }
     case_key(k, c->case_id);
-    val.mv_size = cityops__v1__case__get_packed_size(c);
-    val.mv_data = malloc(val.mv_size > 0 ? val.mv_size : 1);
-    if (val.mv_data == NULL) {
-        return store_errf(s, STORE_NOMEM, "put case/%llu: out of memory",
-                          (unsigned long long)c->case_id);
-    }
-    cityops__v1__case__pack(c, val.mv_data);
-    rc = mdb_put(txn, s->dbi[STORE_DB_CASES], &key, &val, 0);
-    free(val.mv_data);
+    rc = store_msg_put(txn, s->dbi[STORE_DB_CASES], &key, &c->base, 0);
     if (rc != 0) {
         return store_mdb_err(s, rc, "put case/%llu",
                              (unsigned long long)c->case_id);
@@ -201,26 +192,33 @@ int store_event_put(struct store *s,
 {
     uint8_t k[12];
     MDB_val key = {sizeof(k), k};
-    MDB_val val;
     int rc;
 
     store_be64_put(k, ev->case_id);
     store_be32_put(k + 8, ev->seq);
-    val.mv_size = cityops__v1__case_event__get_packed_size(ev);
-    val.mv_data = malloc(val.mv_size > 0 ? val.mv_size : 1);
-    if (val.mv_data == NULL) {
-        return store_errf(s, STORE_NOMEM,
-                          "put case_event/%llu/%u: out of "
-                          "memory",
-                          (unsigned long long)ev->case_id, ev->seq);
-    }
-    cityops__v1__case_event__pack(ev, val.mv_data);
-    rc =
-        mdb_put(txn, s->dbi[STORE_DB_CASE_EVENTS], &key, &val, MDB_NOOVERWRITE);
-    free(val.mv_data);
+    rc = store_msg_put(txn, s->dbi[STORE_DB_CASE_EVENTS], &key, &ev->base,
+                       MDB_NOOVERWRITE);
     if (rc != 0) {
         return store_mdb_err(s, rc, "put case_event/%llu/%u",
                              (unsigned long long)ev->case_id, ev->seq);
     }
     return 0;
+}
+
+int store_msg_put(MDB_txn *txn,
+                  MDB_dbi dbi,
+                  MDB_val *key,
+                  const ProtobufCMessage *msg,
+                  unsigned int flags)
+{
+    MDB_val val;
+    int rc;
+
+    val.mv_size = protobuf_c_message_get_packed_size(msg);
+    val.mv_data = NULL;
+    rc = mdb_put(txn, dbi, key, &val, flags | MDB_RESERVE);
+    if (rc == 0) {
+        protobuf_c_message_pack(msg, val.mv_data);
+    }
+    return rc;
 }

@@ -282,6 +282,15 @@ int store_case_save(struct store *s,
                     const struct store_case_ix *old,
                     const Cityops__V1__Case *c);
 
+/* Put @msg packed under @key in @dbi, packing it straight into the space
+ * mdb_put() reserves (MDB_RESERVE, so not for MDB_DUPSORT databases).
+ * @flags are further mdb_put() flags. Returns 0 or the MDB_* code. */
+int store_msg_put(MDB_txn *txn,
+                  MDB_dbi dbi,
+                  MDB_val *key,
+                  const ProtobufCMessage *msg,
+                  unsigned int flags);
+
 /* Append @ev under (ev->case_id, ev->seq). */
 int store_event_put(struct store *s,
                     MDB_txn *txn,
