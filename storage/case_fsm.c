@@ -375,21 +375,6 @@ static int report_validate(struct fsm *f, const Cityops__V1__ReportRequest *r)
     return rv;
 }
 
-/* Hand the caller an owned copy of @c (built from borrowed fields). */
-static int case_dup(const Cityops__V1__Case *c, Cityops__V1__Case **out)
-{
-    size_t len = cityops__v1__case__get_packed_size(c);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-
-    if (buf == NULL) {
-        return STORE_NOMEM;
-    }
-    cityops__v1__case__pack(c, buf);
-    *out = cityops__v1__case__unpack(NULL, len, buf);
-    free(buf);
-    return *out != NULL ? 0 : STORE_NOMEM;
-}
-
 static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
 {
     const uint32_t roles =
@@ -476,7 +461,9 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
         rv = case_commit(f, NULL, &c, &ev);
     }
     if (rv == 0) {
-        rv = case_dup(&c, &f->res->case_);
+        /* An owned copy of @c (built from borrowed fields): its bytes are
+         * the ones just stored. */
+        rv = store_case_load(f->s, f->txn, id, &f->res->case_);
     }
     for (size_t i = 0; i < c.n_clocks; i++) {
         free(c.clocks[i]);
