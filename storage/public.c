@@ -1037,10 +1037,12 @@ static int geo_indexed(const Cityops__V1__Case *c)
     }
 }
 
-/* Move the case's idx_geo entry to its current category and position. */
+/* Move the case's idx_geo entry to its current category and position.
+ * @fresh: the case was made in this command, so it has no entry yet. */
 static int geo_update(struct store *s,
                       MDB_txn *txn,
-                      const Cityops__V1__Case *c)
+                      const Cityops__V1__Case *c,
+                      int fresh)
 {
     uint8_t rkey[9];
     uint8_t key[GEO_KEY_SIZE];
@@ -1060,7 +1062,8 @@ static int geo_update(struct store *s,
         store_be64_put(key + 21, c->case_id);
         klen = sizeof(key);
     }
-    rc = mdb_get(txn, s->dbi[STORE_DB_IDX_GEO], &rk, &old);
+    rc = fresh ? MDB_NOTFOUND
+               : mdb_get(txn, s->dbi[STORE_DB_IDX_GEO], &rk, &old);
     if (rc != 0 && rc != MDB_NOTFOUND) {
         return store_mdb_err(s, rc, "get idx_geo reverse");
     }
@@ -1196,7 +1199,7 @@ int public_on_event(struct store *s,
         rv = tracking_put(s, txn, c);
     }
     if (rv == 0) {
-        rv = geo_update(s, txn, c);
+        rv = geo_update(s, txn, c, ev->seq == 1);
     }
     if (rv == 0 && feed_event(ev)) {
         rv = feed_put(s, txn, c->tracking_no, ev);
@@ -1219,7 +1222,7 @@ static int upgrade_case(struct store *s,
     int rv = tracking_put(s, txn, c);
 
     if (rv == 0) {
-        rv = geo_update(s, txn, c);
+        rv = geo_update(s, txn, c, 0);
     }
     store_be64_put(k, c->case_id);
     rc = mdb_cursor_get(ev_cur, &key, &val, MDB_SET_RANGE);
