@@ -108,7 +108,10 @@ static int session_put(struct store *s,
     return 0;
 }
 
-/* Run the state machine in a nested transaction, kept only on success. */
+/* Run the state machine in a nested transaction, kept only on success.
+ * A command that is refused before it writes anything runs in @txn itself:
+ * a nested transaction costs more than the REPORT it would wrap (its
+ * begin, the copy of every page it touches and the merge into @txn). */
 static int command_run(struct store *s,
                        MDB_txn *txn,
                        uint64_t index,
@@ -120,6 +123,9 @@ static int command_run(struct store *s,
     int rv;
     int rc;
 
+    if (case_fsm_unnested(cmd)) {
+        return case_fsm_apply(s, txn, index, cmd, res);
+    }
     rc = mdb_txn_begin(s->env, txn, 0, &child);
     if (rc != 0) {
         return store_mdb_err(s, rc, "begin nested txn at %llu",

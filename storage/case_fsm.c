@@ -13,6 +13,7 @@
  * command may have written nothing yet or something; apply.c runs each
  * command in a nested transaction and discards it unless the result is OK.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ struct fsm {
     uint64_t index;
     const Cityops__V1__Command *cmd;
     Cityops__V1__CommandResult *res;
+    int written; /* something was put: no refusal may follow (REPORT) */
 };
 
 struct fsm_op;
@@ -125,6 +127,7 @@ refuse(struct fsm *f, Cityops__V1__ResultCode code, const char *fmt, ...)
     char msg[STORE_ERRMSG_SIZE];
     va_list ap;
 
+    assert(!f->written);
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
@@ -415,6 +418,9 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
     if (id == 0) {
         id = 1;
     }
+    /* Every refusal is above: case_fsm_unnested() lets apply.c run a
+     * REPORT without a nested transaction to drop. */
+    f->written = 1;
     rv = store_meta_put(f->s, f->txn, STORE_META_NEXT_CASE_ID, id + 1);
     if (rv != 0) {
         return rv;
@@ -1480,7 +1486,7 @@ static int op_run(struct store *s,
                   const char *reason,
                   Cityops__V1__CommandResult *res)
 {
-    struct fsm f = {s, txn, index, cmd, res};
+    struct fsm f = {s, txn, index, cmd, res, 0};
     struct fsm_args a = {case_id, reason, 0, NULL};
     int rv;
 
@@ -1555,7 +1561,7 @@ int case_fsm_apply(struct store *s,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res)
 {
-    struct fsm f = {s, txn, index, cmd, res};
+    struct fsm f = {s, txn, index, cmd, res, 0};
     const struct fsm_op *op;
     struct fsm_args args;
     int rv;
@@ -1579,6 +1585,12 @@ int case_fsm_apply(struct store *s,
     return rv == FSM_REFUSED ? 0 : rv;
 }
 
+int case_fsm_unnested(const Cityops__V1__Command *cmd)
+{
+    return cmd->op_case == CITYOPS__V1__COMMAND__OP_REPORT &&
+           cmd->report != NULL;
+}
+
 int case_fsm_report(struct store *s,
                     MDB_txn *txn,
                     uint64_t index,
@@ -1586,7 +1598,7 @@ int case_fsm_report(struct store *s,
                     const Cityops__V1__ReportRequest *r,
                     Cityops__V1__CommandResult *res)
 {
-    struct fsm f = {s, txn, index, cmd, res};
+    struct fsm f = {s, txn, index, cmd, res, 0};
     int rv;
 
     res->code = CITYOPS__V1__RESULT_CODE__RESULT_OK;

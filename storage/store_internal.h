@@ -306,6 +306,11 @@ int case_fsm_apply(struct store *s,
                    const Cityops__V1__Command *cmd,
                    Cityops__V1__CommandResult *res);
 
+/* 1 if case_fsm_apply() refuses @cmd only before its first write (a
+ * REPORT), so that the caller may run it in its own transaction, without
+ * a nested one to discard: a refused REPORT has written nothing. */
+int case_fsm_unnested(const Cityops__V1__Command *cmd);
+
 /* A new case from @r on behalf of @cmd (its time, actor, role), as a
  * `report` command would make it: public reports (public.c) come this
  * way. Same contract as case_fsm_apply(); on OK res->case_ holds the case. */
