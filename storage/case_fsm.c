@@ -426,16 +426,13 @@ static int fsm_report(struct fsm *f, const Cityops__V1__ReportRequest *r)
         return rv;
     }
     {
-        Cityops__V1__PublicSettings *ps = NULL;
-        rv = config_public(f->s, f->txn, &ps);
+        const Cityops__V1__PublicSettings *ps = NULL;
+        rv = config_public_peek(f->s, f->txn, &ps);
         if (rv != 0 && rv != STORE_NOTFOUND) {
             return rv;
         }
         tracking_no(tn, sizeof(tn), ps != NULL ? ps->county_code : NULL,
                     f->cmd->time, id);
-        if (ps != NULL) {
-            cityops__v1__public_settings__free_unpacked(ps, NULL);
-        }
     }
     c.case_id = id;
     c.tracking_no = tn;

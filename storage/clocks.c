@@ -77,14 +77,14 @@ static int limit_of(struct store *s,
                     Cityops__V1__TimeUnit *unit,
                     uint32_t *amount)
 {
-    Cityops__V1__Category *cat = NULL;
+    const Cityops__V1__Category *cat = NULL;
     const Cityops__V1__Condition *cond = NULL;
     int rv;
 
     *unit = CITYOPS__V1__TIME_UNIT__TIME_UNIT_UNSPECIFIED;
     *amount = 0;
-    rv = config_category(s, txn, c->category_type, c->major_code,
-                         c->minor_code, &cat);
+    rv = config_category_peek(s, txn, c->category_type, c->major_code,
+                              c->minor_code, &cat);
     if (rv == STORE_NOTFOUND) {
         return 0;
     }
@@ -105,7 +105,6 @@ static int limit_of(struct store *s,
             *amount = cond->limits[i]->amount;
         }
     }
-    cityops__v1__category__free_unpacked(cat, NULL);
     return 0;
 }
 

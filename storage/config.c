@@ -54,10 +54,27 @@ static const ProtobufCMessageDescriptor *const cfg_desc[] = {
     [CFG_PUBLIC] = &cityops__v1__public_settings__descriptor,
 };
 
+/* Lookups apply makes for every command (public settings, a category, a
+ * staff member) keep what they unpacked, with the stored bytes it came
+ * from, in a slot chosen by the key. A lookup that reads the same bytes
+ * under the same key reuses it: being checked against the transaction's
+ * own bytes, a slot filled in a transaction that was then aborted is never
+ * wrong, only stale, and then replaced. */
+#define CFG_SLOTS 64
+
+struct cfg_slot {
+    uint8_t key[1 + STORE_MAX_ID + 16];
+    size_t klen;
+    uint8_t *bytes;
+    size_t len;
+    ProtobufCMessage *msg; /* NULL: empty */
+};
+
 struct cfg_rules_cache {
     uint64_t version;
     int valid;
     struct deadline_rules rules;
+    struct cfg_slot slots[CFG_SLOTS];
 };
 
 static struct cfg_rules_cache *cache_of(struct store *s)
@@ -68,8 +85,24 @@ static struct cfg_rules_cache *cache_of(struct store *s)
     return s->config_cache;
 }
 
+static void slot_clear(struct cfg_slot *sl)
+{
+    if (sl->msg != NULL) {
+        protobuf_c_message_free_unpacked(sl->msg, NULL);
+    }
+    free(sl->bytes);
+    memset(sl, 0, sizeof(*sl));
+}
+
 void config_cache_free(struct store *s)
 {
+    struct cfg_rules_cache *c = s->config_cache;
+
+    if (c != NULL) {
+        for (size_t i = 0; i < CFG_SLOTS; i++) {
+            slot_clear(&c->slots[i]);
+        }
+    }
     free(s->config_cache);
     s->config_cache = NULL;
 }
@@ -146,6 +179,33 @@ static size_t cfg_key(uint8_t *key, enum cfg_kind kind, const char *id)
     return n + 1;
 }
 
+/* The stored bytes of an item, under the key built in @k: *val is
+ * borrowed from @txn. STORE_NOTFOUND (no message) if there is none. */
+static int cfg_raw(struct store *s,
+                   MDB_txn *txn,
+                   enum cfg_kind kind,
+                   const char *id,
+                   uint8_t k[1 + STORE_MAX_ID + 16],
+                   MDB_val *key,
+                   MDB_val *val)
+{
+    int rc;
+
+    if (strlen(id) > STORE_MAX_ID) {
+        return STORE_NOTFOUND;
+    }
+    key->mv_size = cfg_key(k, kind, id);
+    key->mv_data = k;
+    rc = mdb_get(txn, s->dbi[STORE_DB_CONFIG], key, val);
+    if (rc == MDB_NOTFOUND) {
+        return STORE_NOTFOUND;
+    }
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "get config/%d/%s", (int)kind, id);
+    }
+    return 0;
+}
+
 static int cfg_get(struct store *s,
                    MDB_txn *txn,
                    enum cfg_kind kind,
@@ -155,20 +215,12 @@ static int cfg_get(struct store *s,
     uint8_t k[1 + STORE_MAX_ID + 16];
     MDB_val key;
     MDB_val val;
-    int rc;
+    int rv;
 
     *out = NULL;
-    if (strlen(id) > STORE_MAX_ID) {
-        return STORE_NOTFOUND;
-    }
-    key.mv_size = cfg_key(k, kind, id);
-    key.mv_data = k;
-    rc = mdb_get(txn, s->dbi[STORE_DB_CONFIG], &key, &val);
-    if (rc == MDB_NOTFOUND) {
-        return STORE_NOTFOUND;
-    }
-    if (rc != 0) {
-        return store_mdb_err(s, rc, "get config/%d/%s", (int)kind, id);
+    rv = cfg_raw(s, txn, kind, id, k, &key, &val);
+    if (rv != 0) {
+        return rv;
     }
     *out = protobuf_c_message_unpack(cfg_desc[kind], NULL, val.mv_size,
                                      val.mv_data);
@@ -176,6 +228,69 @@ static int cfg_get(struct store *s,
         return store_errf(s, STORE_CORRUPT, "decode config/%d/%s", (int)kind,
                           id);
     }
+    return 0;
+}
+
+static size_t slot_of(const uint8_t *key, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ key[i]) * 16777619u;
+    }
+    return h % CFG_SLOTS;
+}
+
+/* cfg_get() through the slots: *out is borrowed from the cache. */
+static int cfg_peek(struct store *s,
+                    MDB_txn *txn,
+                    enum cfg_kind kind,
+                    const char *id,
+                    const ProtobufCMessage **out)
+{
+    struct cfg_rules_cache *c = cache_of(s);
+    struct cfg_slot *sl;
+    ProtobufCMessage *msg;
+    uint8_t k[1 + STORE_MAX_ID + 16];
+    MDB_val key;
+    MDB_val val;
+    uint8_t *bytes;
+    int rv;
+
+    *out = NULL;
+    if (c == NULL) {
+        return STORE_NOMEM;
+    }
+    rv = cfg_raw(s, txn, kind, id, k, &key, &val);
+    if (rv != 0) {
+        return rv;
+    }
+    sl = &c->slots[slot_of(k, key.mv_size)];
+    if (sl->msg != NULL && sl->klen == key.mv_size &&
+        memcmp(sl->key, k, key.mv_size) == 0 && sl->len == val.mv_size &&
+        memcmp(sl->bytes, val.mv_data, val.mv_size) == 0) {
+        *out = sl->msg;
+        return 0;
+    }
+    msg = protobuf_c_message_unpack(cfg_desc[kind], NULL, val.mv_size,
+                                    val.mv_data);
+    if (msg == NULL) {
+        return store_errf(s, STORE_CORRUPT, "decode config/%d/%s", (int)kind,
+                          id);
+    }
+    bytes = malloc(val.mv_size > 0 ? val.mv_size : 1);
+    if (bytes == NULL) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return STORE_NOMEM;
+    }
+    memcpy(bytes, val.mv_data, val.mv_size);
+    slot_clear(sl);
+    memcpy(sl->key, k, key.mv_size);
+    sl->klen = key.mv_size;
+    sl->bytes = bytes;
+    sl->len = val.mv_size;
+    sl->msg = msg;
+    *out = msg;
     return 0;
 }
 
@@ -732,6 +847,34 @@ int config_category(struct store *s,
 
     config_category_id(id, type, major, minor);
     return cfg_get(s, txn, CFG_CATEGORY, id, (ProtobufCMessage **)out);
+}
+
+int config_category_peek(struct store *s,
+                         MDB_txn *txn,
+                         Cityops__V1__CategoryType type,
+                         const char *major,
+                         const char *minor,
+                         const Cityops__V1__Category **out)
+{
+    char id[16];
+
+    config_category_id(id, type, major, minor);
+    return cfg_peek(s, txn, CFG_CATEGORY, id, (const ProtobufCMessage **)out);
+}
+
+int config_staff_peek(struct store *s,
+                      MDB_txn *txn,
+                      const char *id,
+                      const Cityops__V1__Staff **out)
+{
+    return cfg_peek(s, txn, CFG_STAFF, id, (const ProtobufCMessage **)out);
+}
+
+int config_public_peek(struct store *s,
+                       MDB_txn *txn,
+                       const Cityops__V1__PublicSettings **out)
+{
+    return cfg_peek(s, txn, CFG_PUBLIC, "", (const ProtobufCMessage **)out);
 }
 
 int config_staff(struct store *s,

@@ -387,6 +387,23 @@ int config_staff(struct store *s,
                  MDB_txn *txn,
                  const char *id,
                  Cityops__V1__Staff **out);
+/* The same lookups for the apply thread alone, through a cache on the
+ * handle: *out is borrowed until the next *_peek call, never freed by the
+ * caller. Each call still reads @txn (the cache is checked against its
+ * bytes), so it sees what config_category() etc. would. */
+int config_category_peek(struct store *s,
+                         MDB_txn *txn,
+                         Cityops__V1__CategoryType type,
+                         const char *major,
+                         const char *minor,
+                         const Cityops__V1__Category **out);
+int config_staff_peek(struct store *s,
+                      MDB_txn *txn,
+                      const char *id,
+                      const Cityops__V1__Staff **out);
+int config_public_peek(struct store *s,
+                       MDB_txn *txn,
+                       const Cityops__V1__PublicSettings **out);
 /* 1 if any staff record exists: then every human actor must be one. */
 int config_staff_any(struct store *s, MDB_txn *txn);
 int config_department(struct store *s,
