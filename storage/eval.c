@@ -1011,9 +1011,13 @@ int eval_on_event(struct store *s,
     int is_away;
     int rv;
 
-    rv = ec_load(s, txn, c->case_id, &before);
-    if (rv != 0) {
-        return rv;
+    if (ev->seq == 1) {
+        memset(&before, 0, sizeof(before)); /* a new case: no record yet */
+    } else {
+        rv = ec_load(s, txn, c->case_id, &before);
+        if (rv != 0) {
+            return rv;
+        }
     }
     r = before;
     grid_of(c, grid);
