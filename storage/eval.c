@@ -492,8 +492,10 @@ static int counter_add(struct store *s,
 {
     uint8_t k[6 + OBJ_MAX];
     uint8_t v[EVAL_NC * 8];
+    MDB_cursor *cur;
     MDB_val key;
     MDB_val val;
+    unsigned int flags = 0;
     int rc;
 
     if (delta_zero(d)) {
@@ -502,13 +504,21 @@ static int counter_add(struct store *s,
     key.mv_data = k;
     key.mv_size = counter_key(k, month, kind, obj);
     memset(v, 0, sizeof(v));
-    rc = mdb_get(txn, s->dbi[STORE_DB_EVAL], &key, &val);
+    /* One descent: the put overwrites where the get found the row. */
+    rc = mdb_cursor_open(txn, s->dbi[STORE_DB_EVAL], &cur);
+    if (rc != 0) {
+        return store_mdb_err(s, rc, "get eval counters %u/%s", month, obj);
+    }
+    rc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY);
     if (rc == 0 && val.mv_size == sizeof(v)) {
         memcpy(v, val.mv_data, sizeof(v));
+        flags = MDB_CURRENT;
     } else if (rc == 0) {
+        mdb_cursor_close(cur);
         return store_errf(s, STORE_CORRUPT, "eval counters %u/%s: %zu bytes",
                           month, obj, val.mv_size);
     } else if (rc != MDB_NOTFOUND) {
+        mdb_cursor_close(cur);
         return store_mdb_err(s, rc, "get eval counters %u/%s", month, obj);
     }
     for (int i = 0; i < EVAL_NC; i++) {
@@ -517,7 +527,8 @@ static int counter_add(struct store *s,
     }
     val.mv_size = sizeof(v);
     val.mv_data = v;
-    rc = mdb_put(txn, s->dbi[STORE_DB_EVAL], &key, &val, 0);
+    rc = mdb_cursor_put(cur, &key, &val, flags);
+    mdb_cursor_close(cur);
     if (rc != 0) {
         return store_mdb_err(s, rc, "put eval counters %u/%s", month, obj);
     }
