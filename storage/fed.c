@@ -2784,13 +2784,53 @@ static int task_row(struct store *s,
     return 0;
 }
 
+/* Fills @msg in @txn for read_msg(). */
+typedef int (*fed_fill_fn)(struct store *s,
+                           MDB_txn *txn,
+                           void *arg,
+                           ProtobufCMessage *msg);
+
+/* A reply message of @desc filled by @fill from one read transaction. On
+ * 0 *out is the caller's (protobuf_c_message_free_unpacked). */
+static int read_msg(struct store *s,
+                    const ProtobufCMessageDescriptor *desc,
+                    fed_fill_fn fill,
+                    void *arg,
+                    ProtobufCMessage **out)
+{
+    ProtobufCMessage *m;
+    MDB_txn *txn;
+    int rv;
+
+    *out = NULL;
+    m = malloc(desc->sizeof_message);
+    if (m == NULL) {
+        return STORE_NOMEM;
+    }
+    protobuf_c_message_init(desc, m);
+    rv = store_read_begin(s, &txn);
+    if (rv != 0) {
+        free(m);
+        return rv;
+    }
+    rv = fill(s, txn, arg, m);
+    store_read_end(s, txn);
+    if (rv != 0) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rv;
+    }
+    *out = m;
+    return 0;
+}
+
 /* Fill @r with every stored task, in task id order. */
 static int tasks_read(struct store *s,
                       MDB_txn *txn,
-                      int64_t now_us,
-                      Cityops__V1__FedTasksResponse *r)
+                      void *arg,
+                      ProtobufCMessage *msg)
 {
-    struct tasks_walk w = {now_us, r};
+    Cityops__V1__FedTasksResponse *r = (Cityops__V1__FedTasksResponse *)msg;
+    struct tasks_walk w = {*(const int64_t *)arg, r};
 
     r->tasks = rows_array(txn, s->dbi[STORE_DB_FED_TASKS], sizeof(*r->tasks));
     if (r->tasks == NULL) {
@@ -2803,37 +2843,18 @@ int store_fed_tasks(struct store *s,
                     int64_t now_us,
                     Cityops__V1__FedTasksResponse **out)
 {
-    Cityops__V1__FedTasksResponse *r;
-    MDB_txn *txn;
-    int rv;
-
-    *out = NULL;
-    r = malloc(sizeof(*r));
-    if (r == NULL) {
-        return STORE_NOMEM;
-    }
-    cityops__v1__fed_tasks_response__init(r);
-    rv = store_read_begin(s, &txn);
-    if (rv != 0) {
-        free(r);
-        return rv;
-    }
-    rv = tasks_read(s, txn, now_us, r);
-    store_read_end(s, txn);
-    if (rv != 0) {
-        cityops__v1__fed_tasks_response__free_unpacked(r, NULL);
-        return rv;
-    }
-    *out = r;
-    return 0;
+    return read_msg(s, &cityops__v1__fed_tasks_response__descriptor,
+                    tasks_read, &now_us, (ProtobufCMessage **)out);
 }
 
 /* Fill @l with @origin's witnessed heads, by tree size. */
 static int witness_read(struct store *s,
                         MDB_txn *txn,
-                        const char *origin,
-                        Cityops__V1__CheckpointList *l)
+                        void *arg,
+                        ProtobufCMessage *msg)
 {
+    const char *origin = arg;
+    Cityops__V1__CheckpointList *l = (Cityops__V1__CheckpointList *)msg;
     uint8_t key[STORE_FED_TIER_MAX + 9];
     size_t olen = strlen(origin);
     size_t cap = 0;
@@ -2882,33 +2903,13 @@ int store_fed_witness_list(struct store *s,
                            const char *origin,
                            Cityops__V1__CheckpointList **out)
 {
-    Cityops__V1__CheckpointList *l;
-    MDB_txn *txn;
-    int rv;
-
     *out = NULL;
     origin = str0(origin);
     if (origin[0] != '\0' && !tier_ok(origin)) {
         return STORE_INVALID;
     }
-    l = malloc(sizeof(*l));
-    if (l == NULL) {
-        return STORE_NOMEM;
-    }
-    cityops__v1__checkpoint_list__init(l);
-    rv = store_read_begin(s, &txn);
-    if (rv != 0) {
-        free(l);
-        return rv;
-    }
-    rv = witness_read(s, txn, origin, l);
-    store_read_end(s, txn);
-    if (rv != 0) {
-        cityops__v1__checkpoint_list__free_unpacked(l, NULL);
-        return rv;
-    }
-    *out = l;
-    return 0;
+    return read_msg(s, &cityops__v1__checkpoint_list__descriptor,
+                    witness_read, (void *)origin, (ProtobufCMessage **)out);
 }
 
 struct received_walk {
@@ -2968,11 +2969,15 @@ static int subs_row(struct store *s,
 
 static int received_read(struct store *s,
                          MDB_txn *txn,
-                         struct received_walk *w)
+                         void *arg,
+                         ProtobufCMessage *msg)
 {
-    Cityops__V1__FedReceivedResponse *r = w->r;
+    struct received_walk *w = arg;
+    Cityops__V1__FedReceivedResponse *r =
+        (Cityops__V1__FedReceivedResponse *)msg;
     int rv;
 
+    w->r = r;
     r->publications = rows_array(txn, s->dbi[STORE_DB_FED_RECEIVED],
                                  sizeof(*r->publications));
     r->subscriptions = rows_array(txn, s->dbi[STORE_DB_FED_SUBS],
@@ -2992,10 +2997,7 @@ int store_fed_received(struct store *s,
                        const char *origin,
                        Cityops__V1__FedReceivedResponse **out)
 {
-    Cityops__V1__FedReceivedResponse *r;
     struct received_walk w = {str0(topic), str0(origin), NULL};
-    MDB_txn *txn;
-    int rv;
 
     *out = NULL;
     topic = w.topic;
@@ -3004,25 +3006,8 @@ int store_fed_received(struct store *s,
         (origin[0] != '\0' && !tier_ok(origin))) {
         return STORE_INVALID;
     }
-    r = malloc(sizeof(*r));
-    if (r == NULL) {
-        return STORE_NOMEM;
-    }
-    cityops__v1__fed_received_response__init(r);
-    rv = store_read_begin(s, &txn);
-    if (rv != 0) {
-        free(r);
-        return rv;
-    }
-    w.r = r;
-    rv = received_read(s, txn, &w);
-    store_read_end(s, txn);
-    if (rv != 0) {
-        cityops__v1__fed_received_response__free_unpacked(r, NULL);
-        return rv;
-    }
-    *out = r;
-    return 0;
+    return read_msg(s, &cityops__v1__fed_received_response__descriptor,
+                    received_read, &w, (ProtobufCMessage **)out);
 }
 
 static int handovers_row(struct store *s,
@@ -3046,36 +3031,28 @@ static int handovers_row(struct store *s,
     return 0;
 }
 
-int store_fed_handovers(struct store *s,
-                        Cityops__V1__FedIncomingResponse **out)
+static int handovers_read(struct store *s,
+                          MDB_txn *txn,
+                          void *arg,
+                          ProtobufCMessage *msg)
 {
-    Cityops__V1__FedIncomingResponse *r;
-    MDB_txn *txn;
-    int rv;
+    Cityops__V1__FedIncomingResponse *r =
+        (Cityops__V1__FedIncomingResponse *)msg;
 
-    *out = NULL;
-    r = malloc(sizeof(*r));
-    if (r == NULL) {
-        return STORE_NOMEM;
-    }
-    cityops__v1__fed_incoming_response__init(r);
-    rv = store_read_begin(s, &txn);
-    if (rv != 0) {
-        free(r);
-        return rv;
-    }
+    (void)arg;
     r->incoming = rows_array(txn, s->dbi[STORE_DB_FED_HANDOVERS],
                              sizeof(*r->incoming));
     r->outgoing = rows_array(txn, s->dbi[STORE_DB_FED_HANDOVERS],
                              sizeof(*r->outgoing));
-    rv = r->incoming != NULL && r->outgoing != NULL
-             ? rows_walk(s, txn, STORE_DB_FED_HANDOVERS, handovers_row, r)
-             : STORE_NOMEM;
-    store_read_end(s, txn);
-    if (rv != 0) {
-        cityops__v1__fed_incoming_response__free_unpacked(r, NULL);
-        return rv;
+    if (r->incoming == NULL || r->outgoing == NULL) {
+        return STORE_NOMEM;
     }
-    *out = r;
-    return 0;
+    return rows_walk(s, txn, STORE_DB_FED_HANDOVERS, handovers_row, r);
+}
+
+int store_fed_handovers(struct store *s,
+                        Cityops__V1__FedIncomingResponse **out)
+{
+    return read_msg(s, &cityops__v1__fed_incoming_response__descriptor,
+                    handovers_read, NULL, (ProtobufCMessage **)out);
 }
