@@ -3,8 +3,7 @@
  *
  * Processes are started with posix_spawn (cityctl has threads and grpc
  * running: no fork) and stopped by the PID we got, never by name. Ports
- * are picked by binding port 0 and closing: a small race with other
- * programs on the machine, as in the Python harness.
+ * come from netport_free: below the ephemeral range, checked bindable.
  *
  * Local configs use LAN timeouts (heartbeat 100 ms, election 1 s), allow
  * drill faults ([drill] allow_faults) and give each node its own command
@@ -14,49 +13,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "drill.h"
+#include "proto/netport.h"
 
 extern char **environ;
-
-static int free_ports(int *ports, int n)
-{
-    int fds[2 * DRILL_MAX_NODES];
-    int i;
-    int rv = 0;
-
-    for (i = 0; i < n; i++) {
-        struct sockaddr_in sa;
-        socklen_t len = sizeof(sa);
-
-        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        memset(&sa, 0, sizeof(sa));
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) ||
-            getsockname(fds[i], (struct sockaddr *)&sa, &len)) {
-            rv = -1;
-            ports[i] = 0;
-        } else {
-            ports[i] = ntohs(sa.sin_port);
-        }
-    }
-    for (i = 0; i < n; i++) {
-        if (fds[i] >= 0) {
-            close(fds[i]);
-        }
-    }
-    return rv;
-}
 
 int drill_local_create(struct drill_local *l,
                        const char *cityopsd,
@@ -83,7 +51,7 @@ int drill_local_create(struct drill_local *l,
         return OPS_INVALID;
     }
     snprintf(archive_root, sizeof(archive_root), "%s/archive", l->run_dir);
-    if (mkdir(archive_root, 0700) != 0 || free_ports(ports, 2 * n) != 0) {
+    if (mkdir(archive_root, 0700) != 0 || netport_free(ports, 2 * n) != 0) {
         snprintf(err, errlen, "run dir or ports: %s", strerror(errno));
         drill_rmtree(l->run_dir);
         return OPS_INVALID;

@@ -24,6 +24,7 @@
 #include "consensus/cons.h"
 #include "consensus/cons_internal.h"
 #include "proto/clog.h"
+#include "proto/netport.h"
 #include "storage/store.h"
 
 #define MAX_SERVERS 4
@@ -983,18 +984,10 @@ static void test_no_caught_up_standby_means_no_candidate(void **state)
 
 static uint16_t free_port(void)
 {
-    struct sockaddr_in addr;
-    socklen_t len = sizeof addr;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
 
-    assert_true(fd >= 0);
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
-    close(fd);
-    return ntohs(addr.sin_port);
+    assert_int_equal(netport_free(&port, 1), 0);
+    return (uint16_t)port;
 }
 
 struct waiter {

@@ -2,8 +2,9 @@
 
 A Cluster writes one INI file per node into a fresh temporary directory,
 starts the daemons, and talks to them with the real cityctl (--json). Ports
-are picked free by binding port 0. Every wait is a poll with a deadline;
-every process started is stopped by its PID in stop()/cleanup.
+come from free_ports (below the ephemeral range, never twice). Every wait
+is a poll with a deadline; every process started is stopped by its PID in
+stop()/cleanup.
 """
 import json
 import os
@@ -23,15 +24,49 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:")
 
 
+def _port_range():
+    """Ports below the kernel's ephemeral range: a port found free there is
+    not taken meanwhile by the local end of some outgoing connection."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - 1 - 10000 >= 2000:
+        return 10000, lo - 1
+    return hi + 1, 65535
+
+
+_PORTS_HANDED = set()
+_PORT_NEXT = [None]
+
+
 def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
+    """n distinct loopback ports, free now, never handed out before by this
+    process, and outside the ephemeral range."""
+    lo, hi = _port_range()
+    span = hi - lo + 1
+    if _PORT_NEXT[0] is None:
+        _PORT_NEXT[0] = (os.getpid() * 7919 + int(time.time() * 1000)) % span
+    ports = []
+    for _ in range(span):
+        if len(ports) == n:
+            break
+        port = lo + _PORT_NEXT[0] % span
+        _PORT_NEXT[0] += 1
+        if port in _PORTS_HANDED:
+            continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _PORTS_HANDED.add(port)
+        ports.append(port)
+    if len(ports) < n:
+        raise AssertionError("no %d free loopback ports in %d-%d" % (n, lo, hi))
     return ports
 
 
