@@ -107,7 +107,7 @@ struct cons {
     /* Store failure on a leader: hand leadership to a healthy voter. */
     int stepdown_inflight;
     uint64_t stepdown_next_ms;
-    uint64_t sync_next_ms; /* next periodic store_sync() */
+    struct cons_syncer syncer; /* periodic store_sync(), its own thread */
 
     /* Start handshake. */
     pthread_mutex_t start_mutex;
@@ -1098,23 +1098,6 @@ static void auto_promote(struct cons *c)
     decision(c, "promote", d.detail);
 }
 
-/* With a store opened nosync, flush it every sync_interval_ms. */
-static void periodic_sync(struct cons *c)
-{
-    uint64_t now = now_ms();
-    int rv;
-
-    if (c->cfg.sync_interval_ms == 0 || now < c->sync_next_ms) {
-        return;
-    }
-    c->sync_next_ms = now + c->cfg.sync_interval_ms;
-    rv = store_sync(c->cfg.store);
-    if (rv != 0) {
-        clog(CLOG_ERROR, "cons", "store sync: %s: %s", store_strerror(rv),
-             store_errmsg(c->cfg.store));
-    }
-}
-
 static void timer_cb(uv_timer_t *timer)
 {
     struct cons *c = timer->data;
@@ -1123,7 +1106,6 @@ static void timer_cb(uv_timer_t *timer)
     if (c->stopping) {
         return;
     }
-    periodic_sync(c);
     nudge(c);
     step_down(c);
     auto_promote(c);
@@ -1456,6 +1438,11 @@ int cons_start(const struct cons_config *cfg, struct cons **out)
         pthread_join(c->thread, NULL);
         goto err_destroy_sync;
     }
+    rv = cons_syncer_start(&c->syncer, c->cfg.store, c->cfg.sync_interval_ms);
+    if (rv != 0) {
+        cons_stop(c);
+        return rv;
+    }
     *out = c;
     return 0;
 
@@ -1476,6 +1463,7 @@ void cons_stop(struct cons *c)
     }
     cons_queue_shut(&c->queue, notify_async, &c->async);
     pthread_join(c->thread, NULL);
+    cons_syncer_stop(&c->syncer);
     pthread_mutex_destroy(&c->status_mutex);
     pthread_cond_destroy(&c->start_cond);
     pthread_mutex_destroy(&c->start_mutex);

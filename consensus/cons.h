@@ -102,8 +102,8 @@ struct cons_config {
     unsigned snapshot_trailing;  /* entries; 0 = 8192 */
     unsigned max_batch;          /* commands per entry; 0 = 256 */
     struct store *store;         /* borrowed; outlives the cons */
-    /* The store was opened nosync: store_sync() it this often (ms) on the
-     * loop. 0: the store syncs every commit itself. */
+    /* The store was opened nosync: store_sync() it this often (ms), on a
+     * thread of its own (syncer.c). 0: the store syncs every commit. */
     unsigned sync_interval_ms;
     /* Standby auto-promotion: when a voter has been unreachable from the
      * leader for this long, promote a caught-up standby (same zone first)

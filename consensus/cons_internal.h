@@ -128,6 +128,26 @@ int cons_queue_is_shut(struct cons_queue *q);
 /* Map a libraft code to a consensus code. */
 int cons_from_raft(int rv);
 
+/* The periodic store sync thread (syncer.c): with the store opened nosync,
+ * store_sync() every interval_ms beside the libuv loop, and once more at
+ * stop. interval_ms 0: no thread (the store syncs on every commit). */
+struct cons_syncer {
+    struct store *store;
+    unsigned interval_ms;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stop;
+    int running;
+    uint64_t syncs;
+    uint64_t slow_logged_ms;
+};
+
+int cons_syncer_start(struct cons_syncer *sy,
+                      struct store *store,
+                      unsigned interval_ms);
+void cons_syncer_stop(struct cons_syncer *sy);
+
 /* change.c: one membership change (or leadership transfer) at a time on one
  * struct raft. Loop thread. See change.c for the libraft rules it relies on.
  * cons_change_start() returns 0 (then @done runs exactly once, from

@@ -535,16 +535,28 @@ int archive_sync(struct store *s)
 {
     struct store_archive *a = s->archive;
     int rv = 0;
+    int fd;
 
     if (a == NULL) {
         return 0;
     }
+    /* The fdatasync runs on a duplicate descriptor outside the lock, so
+     * that appends (the apply path) do not wait for the disk. A segment
+     * closed meanwhile was synced when it was closed. */
     pthread_mutex_lock(&a->lock);
-    if (a->fd >= 0 && fdatasync(a->fd) != 0) {
-        rv = store_errf(s, STORE_IOERR, "archive: sync %s: %s", a->dir,
+    fd = a->fd >= 0 ? fcntl(a->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (a->fd >= 0 && fd < 0) {
+        rv = store_errf(s, STORE_IOERR, "archive: sync %s: dup: %s", a->dir,
                         strerror(errno));
     }
     pthread_mutex_unlock(&a->lock);
+    if (fd >= 0) {
+        if (fdatasync(fd) != 0) {
+            rv = store_errf(s, STORE_IOERR, "archive: sync %s: %s", a->dir,
+                            strerror(errno));
+        }
+        close(fd);
+    }
     return rv;
 }
 
