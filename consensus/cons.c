@@ -108,6 +108,10 @@ struct cons {
     int stepdown_inflight;
     uint64_t stepdown_next_ms;
     struct cons_syncer syncer; /* periodic store_sync(), its own thread */
+    /* Snapshot phase (snapshot_stagger): what the threshold was set for. */
+    uint64_t phase_snapshot_index;
+    uint64_t phase_conf_index;
+    int phase_set;
 
     /* Start handshake. */
     pthread_mutex_t start_mutex;
@@ -497,6 +501,56 @@ static void lead_barrier_start(struct cons *c)
     c->barrier_term = lr->term;
 }
 
+/* Staggered snapshots. A snapshot copies the whole store and writes it
+ * out (seconds for a few hundred MB), and every node used to take it at the
+ * same applied index, so all of them were busy at once; in a 3-voter
+ * cluster the leader then waits on followers that are all copying. Here the
+ * voter of rank r (by id, among n voters) takes its snapshots at the
+ * indexes k*T + r*T/n (T = snapshot_threshold), so at most one voter is
+ * copying at a time and commits go on through the others. libraft takes a
+ * snapshot once applied - last snapshot index >= threshold, so the
+ * threshold is set to the distance to the next such index after each
+ * snapshot and after each configuration change, never below T/(2n) (an
+ * installed snapshot may land just before a point). */
+static void snapshot_phase(struct cons *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    uint64_t t = c->cfg.snapshot_threshold;
+    uint64_t last = c->raft.log.snapshot.last_index;
+    uint64_t n = 0;
+    uint64_t r = 0;
+    uint64_t point;
+    unsigned i;
+
+    if (c->cfg.snapshot_first || !c->cfg.snapshot_stagger ||
+        (c->phase_set && c->phase_snapshot_index == last &&
+         c->phase_conf_index == c->raft.configuration_index)) {
+        return;
+    }
+    for (i = 0; i < conf->n; i++) {
+        if (conf->servers[i].role != RAFT_VOTER) {
+            continue;
+        }
+        n++;
+        r += conf->servers[i].id < c->cfg.id;
+    }
+    if (n == 0) {
+        n = 1;
+        r = 0;
+    }
+    point = last / t * t + r * t / n;
+    while (point < last + (t / (2 * n) > 0 ? t / (2 * n) : 1)) {
+        point += t;
+    }
+    raft_set_snapshot_threshold(&c->raft, (unsigned)(point - last));
+    clog(CLOG_DEBUG, "cons", "next snapshot at index %llu (voter %llu of %llu)",
+         (unsigned long long)point, (unsigned long long)r + 1,
+         (unsigned long long)n);
+    c->phase_snapshot_index = last;
+    c->phase_conf_index = c->raft.configuration_index;
+    c->phase_set = 1;
+}
+
 static void observe(struct cons *c)
 {
     int state = raft_state(&c->raft);
@@ -538,6 +592,7 @@ static void observe(struct cons *c)
     c->seen_term = term;
     c->seen_leader = leader_id;
     seen_update(c);
+    snapshot_phase(c);
     cons_change_tick(&c->change, c->stopping);
 
     if (state == RAFT_LEADER && !c->stopping && c->ready_term != term &&

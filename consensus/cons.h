@@ -100,6 +100,7 @@ struct cons_config {
     unsigned election_ms;        /* 0 = 1000 */
     unsigned snapshot_threshold; /* entries; 0 = 8192 */
     unsigned snapshot_trailing;  /* entries; 0 = 8192 */
+    int snapshot_stagger;        /* voters snapshot at different indexes */
     unsigned max_batch;          /* commands per entry; 0 = 256 */
     struct store *store;         /* borrowed; outlives the cons */
     /* The store was opened nosync: store_sync() it this often (ms), on a

@@ -2,7 +2,8 @@
  *
  *   [node]     id, name, data_dir, grpc_address, raft_address, log_level
  *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
- *              snapshot_threshold, snapshot_trailing, max_batch
+ *              snapshot_threshold, snapshot_trailing, snapshot_stagger,
+ *              max_batch
  *   [storage]  map_size_mb, sync (commit | periodic), sync_interval_ms
  *   [server]   write_wait_ms
  *   [audit]    key_file (Ed25519 PEM, mode 0600), checkpoint_every
@@ -243,6 +244,9 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("raft", "snapshot_trailing")) {
         bad = parse_uint(value, 1u << 30, &v) != 0;
         cfg->snapshot_trailing = (unsigned)v;
+    } else if (IS("raft", "snapshot_stagger")) {
+        bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
+        cfg->snapshot_stagger = strcmp(value, "true") == 0;
     } else if (IS("raft", "max_batch")) {
         bad = parse_uint(value, 65536, &v) != 0 || v == 0;
         cfg->max_batch = (unsigned)v;
@@ -403,6 +407,7 @@ int node_config_load(const char *path,
     cfg->tick_ms = 60000;
     cfg->fed_retry_ms = 500;
     cfg->sync_interval_ms = 100;
+    cfg->snapshot_stagger = 1;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);
     if (rv == -1) {

@@ -1450,6 +1450,69 @@ role_in(const struct cons_status *st, uint64_t id, int *found)
     return CONS_SPARE;
 }
 
+/* snapshot_stagger: the voter of rank r of 3 snapshots at k*T + r*T/3, so
+ * no two voters copy their store at the same index; without it all three
+ * snapshot at the same index. One command per entry and one at a time, so
+ * each apply pass applies one entry and a snapshot lands on its point (a
+ * leader barrier may share a pass: one entry of slack). */
+static void snapshots_of_three(int stagger, uint64_t out[3])
+{
+    struct quad q;
+    struct cons_status st;
+    unsigned i;
+    uint64_t k;
+    int tries;
+
+    quad_init(&q);
+    for (i = 0; i < 3; i++) {
+        q.cfgs[i].snapshot_threshold = 30;
+        q.cfgs[i].snapshot_trailing = 5;
+        q.cfgs[i].snapshot_stagger = stagger;
+        q.cfgs[i].max_batch = 1;
+        q.cfgs[i].auto_promote_ms = 0;
+        quad_start(&q, i);
+    }
+    i = quad_leader(&q);
+    for (k = 1; k <= 40; k++) {
+        submit_and_wait(q.cons[i], "snapshot phase", k);
+    }
+    for (i = 0; i < 3; i++) {
+        for (tries = 0; tries < 500; tries++) {
+            cons_status_get(q.cons[i], &st);
+            if (st.applied_index >= 40) {
+                break;
+            }
+            usleep(10000);
+        }
+        out[i] = st.snapshot_index;
+    }
+    for (i = 0; i < 3; i++) {
+        cons_stop(q.cons[i]);
+        q.cons[i] = NULL;
+    }
+    quad_close(&q);
+}
+
+static void test_voters_take_snapshots_at_staggered_indexes(void **state)
+{
+    uint64_t idx[3];
+    unsigned i;
+
+    (void)state;
+    snapshots_of_three(1, idx);
+    for (i = 0; i < 3; i++) {
+        uint64_t phase = (idx[i] + 30 - 10 * i) % 30; /* rank = id - 1 */
+
+        assert_true(idx[i] > 0);
+        assert_true(phase <= 1);
+    }
+    assert_true(idx[0] != idx[1] && idx[1] != idx[2] && idx[0] != idx[2]);
+
+    snapshots_of_three(0, idx);
+    assert_true(idx[0] > 0);
+    assert_true(idx[0] == idx[1] && idx[1] == idx[2]);
+}
+
 static void test_joined_standby_is_promoted_when_a_voter_stops(void **state)
 {
     struct quad q;
@@ -1657,6 +1720,7 @@ int main(void)
             test_submit_without_quorum_gets_noleader_then_shutdown),
         cmocka_unit_test(test_start_fails_with_ioerr_when_the_address_is_taken),
         cmocka_unit_test(test_submit_refuses_a_command_larger_than_an_entry),
+        cmocka_unit_test(test_voters_take_snapshots_at_staggered_indexes),
         cmocka_unit_test(test_joined_standby_is_promoted_when_a_voter_stops),
         cmocka_unit_test(test_full_store_refuses_writes_with_storefail),
     };
