@@ -27,9 +27,10 @@
  * - restore() runs on an InstallSnapshot and at every start that finds a
  *   snapshot. libraft frees the buffer itself when restore() fails, so we free
  *   it only on success.
- * - Snapshots: the buffer is storage's malloc'd copy and snapshot_finalize()
- *   frees it once libraft has written it out. Under the uv io the fsm is
- *   version 3: snapshot() only marks the point, snapshot_async() makes the
+ * - Snapshots: three buffers, header, storage's copy mapped from its temp
+ *   file (no heap copy of the store) and trailer; snapshot_finalize() unmaps
+ *   and frees them once libraft has written them out. Under the uv io the
+ *   fsm is version 3: snapshot() only marks the point, snapshot_async() makes the
  *   copy on the libuv threadpool while the loop keeps applying, so the copy
  *   may hold state past the snapshot's index. That is safe because the copy
  *   carries its own applied index: a node that installs it skips the entries
@@ -149,39 +150,54 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
     return 0;
 }
 
-/* Copy the store into one raft buffer (any thread). */
+/* A snapshot handed to libraft: three buffers (header, the mapped copy,
+ * trailer) and the parts that own them. libraft passes the same bufs
+ * pointer back to finalize, which finds the block from it. */
+struct snapshot_block {
+    struct raft_buffer bufs[3];
+    struct store_snapshot_parts parts;
+};
+
+/* Copy the store into raft buffers (any thread). */
 static int snapshot_copy(struct cons_fsm *f,
                          struct raft_buffer *bufs[],
                          unsigned *n_bufs)
 {
-    struct raft_buffer *array;
-    void *data;
-    size_t len;
+    struct snapshot_block *b;
     int rv;
 
-    array = raft_malloc(sizeof *array);
-    if (array == NULL) {
+    b = raft_calloc(1, sizeof *b);
+    if (b == NULL) {
         clog(CLOG_ERROR, "cons", "snapshot: out of memory");
-        rv = RAFT_NOMEM;
-        goto err;
+        return RAFT_NOMEM;
     }
-    rv = store_snapshot(f->store, &data, &len);
+    rv = store_snapshot_parts(f->store, &b->parts);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "snapshot: %s: %s", store_strerror(rv),
              store_errmsg(f->store));
-        rv = rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
-        goto err_free_array;
+        raft_free(b);
+        return rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
-    array[0].base = data;
-    array[0].len = len;
-    *bufs = array;
-    *n_bufs = 1;
+    b->bufs[0].base = b->parts.header;
+    b->bufs[0].len = sizeof(b->parts.header);
+    b->bufs[1].base = (void *)b->parts.payload;
+    b->bufs[1].len = b->parts.payload_len;
+    b->bufs[2].base = b->parts.trailer;
+    b->bufs[2].len = sizeof(b->parts.trailer);
+    *bufs = b->bufs;
+    *n_bufs = 3;
     return 0;
+}
 
-err_free_array:
-    raft_free(array);
-err:
-    return rv;
+static size_t snapshot_len(const struct raft_buffer *bufs, unsigned n)
+{
+    size_t len = 0;
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        len += bufs[i].len;
+    }
+    return len;
 }
 
 static int
@@ -199,7 +215,8 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     rv = snapshot_copy(f, bufs, n_bufs);
     if (rv == 0) {
         clog(CLOG_INFO, "cons", "snapshot at index %llu (%zu bytes)",
-             (unsigned long long)raft_last_applied(f->raft), (*bufs)[0].len);
+             (unsigned long long)raft_last_applied(f->raft),
+             snapshot_len(*bufs, *n_bufs));
     }
     return rv;
 }
@@ -213,7 +230,8 @@ static int fsm_snapshot_async(struct raft_fsm *fsm,
     int rv = snapshot_copy(f, bufs, n_bufs);
 
     if (rv == 0) {
-        clog(CLOG_INFO, "cons", "snapshot copied (%zu bytes)", (*bufs)[0].len);
+        clog(CLOG_INFO, "cons", "snapshot copied (%zu bytes)",
+             snapshot_len(*bufs, *n_bufs));
     }
     return rv;
 }
@@ -222,16 +240,15 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm,
                                  struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    unsigned i;
+    struct snapshot_block *b;
 
     (void)fsm;
     if (*bufs == NULL) {
         return 0;
     }
-    for (i = 0; i < *n_bufs; i++) {
-        free((*bufs)[i].base); /* store_snapshot() malloc'd it */
-    }
-    raft_free(*bufs);
+    b = (struct snapshot_block *)(void *)*bufs; /* bufs is its first member */
+    store_snapshot_parts_free(&b->parts);
+    raft_free(b);
     *bufs = NULL;
     *n_bufs = 0;
     return 0;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -212,6 +213,55 @@ int store_snapshot(struct store *s, void **buf, size_t *len)
     rv = snapshot_build(s, fd, index, buf, len);
     close(fd);
     return rv;
+}
+
+int store_snapshot_parts(struct store *s, struct store_snapshot_parts *out)
+{
+    struct stat st;
+    uint64_t index = 0;
+    void *map;
+    int fd;
+    int rv;
+
+    _Static_assert(sizeof(out->header) == SNAP_HEADER_LEN, "header size");
+    _Static_assert(sizeof(out->trailer) == SNAP_TRAILER_LEN, "trailer size");
+    memset(out, 0, sizeof(*out));
+    rv = store_copy_tmp(s, &fd, &index);
+    if (rv != 0) {
+        return rv;
+    }
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        rv = store_errf(s, STORE_IOERR, "snapshot: fstat: %s",
+                        strerror(errno));
+        close(fd);
+        return rv;
+    }
+    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd); /* the mapping keeps the unlinked copy alive */
+    if (map == MAP_FAILED) {
+        return store_errf(s, STORE_NOMEM, "snapshot: map %lld bytes: %s",
+                          (long long)st.st_size, strerror(errno));
+    }
+    (void)madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+    memcpy(out->header, SNAP_MAGIC, SNAP_MAGIC_LEN);
+    store_be64_put(out->header + SNAP_MAGIC_LEN, index);
+    store_be64_put(out->header + SNAP_MAGIC_LEN + 8, (uint64_t)st.st_size);
+    rv = sha256(map, (size_t)st.st_size, out->trailer);
+    if (rv != 0) {
+        munmap(map, (size_t)st.st_size);
+        return store_errf(s, rv, "snapshot: checksum");
+    }
+    out->payload = map;
+    out->payload_len = (size_t)st.st_size;
+    return 0;
+}
+
+void store_snapshot_parts_free(struct store_snapshot_parts *p)
+{
+    if (p->payload != NULL) {
+        munmap((void *)p->payload, p->payload_len);
+    }
+    memset(p, 0, sizeof(*p));
 }
 
 int store_snapshot_index(const void *buf, size_t len, uint64_t *index)

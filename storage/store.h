@@ -256,6 +256,20 @@ void store_checkpoint_message(const Cityops__V1__Checkpoint *cp,
  * caller frees it. */
 int store_snapshot(struct store *s, void **buf, size_t *len);
 
+/* The same snapshot in three parts whose concatenation is store_snapshot()'s
+ * bytes: header, payload and trailer. The payload is the copy's temp file
+ * mapped read-only rather than read into the heap, so a snapshot of a large
+ * store costs no anonymous memory and no extra copy; its pages are file
+ * pages the kernel can drop. Free with store_snapshot_parts_free(). */
+struct store_snapshot_parts {
+    uint8_t header[24];
+    uint8_t trailer[32];
+    const void *payload;
+    size_t payload_len;
+};
+int store_snapshot_parts(struct store *s, struct store_snapshot_parts *out);
+void store_snapshot_parts_free(struct store_snapshot_parts *p);
+
 /* Applied index recorded in a snapshot's header, or STORE_CORRUPT. */
 int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
 
