@@ -1308,6 +1308,9 @@ static int loop_start(struct cons *c)
         rv = cons_from_raft(rv);
         goto err_close_fsm;
     }
+    if (!c->cfg.snapshot_full) {
+        cons_fsm_set_thin(&c->fsm, &c->io, &c->loop);
+    }
     c->raft.data = c;
     cons_change_init(&c->change, &c->raft);
     rv = raft_configure(c);

@@ -101,6 +101,10 @@ struct cons_config {
     unsigned snapshot_threshold; /* entries; 0 = 8192 */
     unsigned snapshot_trailing;  /* entries; 0 = 8192 */
     int snapshot_stagger;        /* voters snapshot at different indexes */
+    /* 0 (default): thin snapshots, a marker standing for the flushed store,
+     * with a full copy made only for a member behind the log; 1: every
+     * snapshot is a full copy of the store. */
+    int snapshot_full;
     unsigned max_batch;          /* commands per entry; 0 = 256 */
     struct store *store;         /* borrowed; outlives the cons */
     /* The store was opened nosync: store_sync() it this often (ms), on a

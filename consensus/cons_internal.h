@@ -50,6 +50,13 @@ struct cons_fsm {
     uint64_t failed_index;
     char store_error[256];
     int async; /* version 3: the copy is made on the libuv threadpool */
+    int thin;  /* snapshots are thin: see cons_fsm_set_thin() */
+    /* Thin snapshots: the io's own snapshot_get, and the loop whose
+     * threadpool makes the full copies. */
+    int (*io_snapshot_get)(struct raft_io *io,
+                           struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb);
+    struct uv_loop_s *loop;
 };
 
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
@@ -74,6 +81,14 @@ void cons_transport_close(struct cons_transport *ct);
  * (io->async_work; the uv io must be version 2). Not for the fixture, which
  * has no async work. */
 void cons_fsm_set_async(struct raft_fsm *fsm);
+/* Thin snapshots (after raft_init(), before raft_start()): a snapshot is
+ * the 16-byte marker of store_snapshot_thin(), written after the store is
+ * flushed, instead of a copy of the store; the io's snapshot_get is wrapped
+ * so that a snapshot sent to a member that is behind the log carries a full
+ * copy made then, on @loop's threadpool. */
+void cons_fsm_set_thin(struct raft_fsm *fsm,
+                       struct raft_io *io,
+                       struct uv_loop_s *loop);
 /* Release what cons_fsm_init() allocated and the last results. */
 void cons_fsm_close(struct raft_fsm *fsm);
 

@@ -43,6 +43,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "consensus/cons_internal.h"
 #include "proto/clog.h"
 
@@ -156,6 +158,7 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 struct snapshot_block {
     struct raft_buffer bufs[3];
     struct store_snapshot_parts parts;
+    void *thin; /* a thin snapshot instead (malloc'd), or NULL */
 };
 
 /* Copy the store into raft buffers (any thread). */
@@ -171,7 +174,20 @@ static int snapshot_copy(struct cons_fsm *f,
         clog(CLOG_ERROR, "cons", "snapshot: out of memory");
         return RAFT_NOMEM;
     }
-    rv = store_snapshot_parts(f->store, &b->parts);
+    if (f->thin) {
+        size_t len = 0;
+
+        rv = store_snapshot_thin(f->store, &b->thin, &len);
+        if (rv == 0) {
+            b->bufs[0].base = b->thin;
+            b->bufs[0].len = len;
+            *bufs = b->bufs;
+            *n_bufs = 1;
+            return 0;
+        }
+    } else {
+        rv = store_snapshot_parts(f->store, &b->parts);
+    }
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "snapshot: %s: %s", store_strerror(rv),
              store_errmsg(f->store));
@@ -247,6 +263,7 @@ static int fsm_snapshot_finalize(struct raft_fsm *fsm,
         return 0;
     }
     b = (struct snapshot_block *)(void *)*bufs; /* bufs is its first member */
+    free(b->thin);
     store_snapshot_parts_free(&b->parts);
     raft_free(b);
     *bufs = NULL;
@@ -263,6 +280,27 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int rv;
 
     local_index = store_applied_index(f->store);
+    if (store_snapshot_is_thin(buf->base, buf->len, &snap_index)) {
+        /* It stands for this store: usable only if the store holds it. */
+        if (local_index < snap_index) {
+            clog(CLOG_ERROR, "cons",
+                 "snapshot at index %llu stands for the local store, but the "
+                 "store holds only index %llu: its data was lost or replaced. "
+                 "Restore this node from a backup (cityctl backup restore) or "
+                 "remove it and add it again so that the leader sends a full "
+                 "copy", (unsigned long long)snap_index,
+                 (unsigned long long)local_index);
+            return RAFT_IOERR; /* libraft frees buf->base */
+        }
+        fsm_results_drop(f);
+        clog(CLOG_INFO, "cons",
+             "snapshot at index %llu: local state kept (index %llu)",
+             (unsigned long long)snap_index, (unsigned long long)local_index);
+        raft_free(buf->base);
+        buf->base = NULL;
+        buf->len = 0;
+        return 0;
+    }
     (void)store_snapshot_index(buf->base, buf->len, &snap_index);
     rv = store_restore(f->store, buf->base, buf->len, &replaced);
     if (rv != 0) {
@@ -309,6 +347,128 @@ int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store)
     fsm->restore = fsm_restore;
     fsm->snapshot_finalize = fsm_snapshot_finalize;
     return 0;
+}
+
+/* Thin snapshots: sending one. libraft loads the newest snapshot from disk
+ * (the marker) and sends it whole; the member that gets it needs the
+ * state, so the marker is replaced by a full copy of the store made now,
+ * on the threadpool. The copy holds at least the marker's index (the store
+ * only moves forward) and the receiver skips the log entries it already
+ * holds, as with any copy made while apply goes on. libraft frees the
+ * buffer with raft_free() once sent, and handles the callback after it
+ * stopped leading or closed (it drops the snapshot). If the copy fails the
+ * marker goes as it is: the receiver refuses it and libraft retries. */
+struct full_get {
+    uv_work_t work;
+    struct cons_fsm *f;
+    struct raft_io_snapshot_get *req;
+    raft_io_snapshot_get_cb cb;
+    void *req_data;
+    struct raft_snapshot *snapshot;
+    void *buf;
+    size_t len;
+    int rv;
+};
+
+static void full_get_work(uv_work_t *work)
+{
+    struct full_get *g = work->data;
+
+    g->rv = store_snapshot(g->f->store, &g->buf, &g->len);
+}
+
+static void full_get_done(uv_work_t *work, int status)
+{
+    struct full_get *g = work->data;
+    struct raft_buffer *b = &g->snapshot->bufs[0];
+    raft_io_snapshot_get_cb cb = g->cb;
+
+    if (status == 0 && g->rv == 0) {
+        clog(CLOG_INFO, "cons",
+             "snapshot %llu for a member behind the log: a full copy of the "
+             "store (%zu bytes)",
+             (unsigned long long)g->snapshot->index, g->len);
+        raft_free(b->base);
+        b->base = g->buf;
+        b->len = g->len;
+    } else {
+        clog(CLOG_ERROR, "cons",
+             "snapshot %llu for a member behind the log: copy of the store "
+             "failed (%s: %s); it gets the marker, refuses it, and is sent "
+             "another later",
+             (unsigned long long)g->snapshot->index,
+             status != 0 ? "canceled" : store_strerror(g->rv),
+             status != 0 ? "" : store_errmsg(g->f->store));
+        free(g->buf);
+    }
+    g->req->data = g->req_data;
+    cb(g->req, g->snapshot, 0);
+    raft_free(g);
+}
+
+static void thin_get_cb(struct raft_io_snapshot_get *req,
+                        struct raft_snapshot *snapshot,
+                        int status)
+{
+    struct full_get *g = req->data;
+    raft_io_snapshot_get_cb cb = g->cb;
+    uint64_t index;
+
+    req->data = g->req_data;
+    if (status == 0 && snapshot != NULL && snapshot->n_bufs == 1 &&
+        store_snapshot_is_thin(snapshot->bufs[0].base, snapshot->bufs[0].len,
+                               &index)) {
+        g->snapshot = snapshot;
+        g->work.data = g;
+        req->data = g;
+        if (uv_queue_work(g->f->loop, &g->work, full_get_work,
+                          full_get_done) == 0) {
+            return;
+        }
+        req->data = g->req_data;
+        clog(CLOG_ERROR, "cons", "snapshot %llu: cannot queue the store copy",
+             (unsigned long long)index);
+    }
+    raft_free(g);
+    cb(req, snapshot, status);
+}
+
+static int thin_snapshot_get(struct raft_io *io,
+                             struct raft_io_snapshot_get *req,
+                             raft_io_snapshot_get_cb cb)
+{
+    struct raft *r = io->data;
+    struct cons_fsm *f = r->fsm->data;
+    struct full_get *g;
+    int rv;
+
+    g = raft_calloc(1, sizeof *g);
+    if (g == NULL) {
+        return RAFT_NOMEM;
+    }
+    g->f = f;
+    g->req = req;
+    g->cb = cb;
+    g->req_data = req->data;
+    req->data = g;
+    rv = f->io_snapshot_get(io, req, thin_get_cb);
+    if (rv != 0) {
+        req->data = g->req_data;
+        raft_free(g);
+    }
+    return rv;
+}
+
+void cons_fsm_set_thin(struct raft_fsm *fsm,
+                       struct raft_io *io,
+                       struct uv_loop_s *loop)
+{
+    struct cons_fsm *f = fsm->data;
+
+    f->thin = 1;
+    f->loop = loop;
+    f->io_snapshot_get = io->snapshot_get;
+    io->snapshot_get = thin_snapshot_get;
 }
 
 void cons_fsm_set_async(struct raft_fsm *fsm)

@@ -3,6 +3,7 @@
  *   [node]     id, name, data_dir, grpc_address, raft_address, log_level
  *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
  *              snapshot_threshold, snapshot_trailing, snapshot_stagger,
+ *              snapshot_mode (thin | full),
  *              max_batch
  *   [storage]  map_size_mb, sync (commit | periodic), sync_interval_ms
  *   [server]   write_wait_ms
@@ -244,6 +245,9 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("raft", "snapshot_trailing")) {
         bad = parse_uint(value, 1u << 30, &v) != 0;
         cfg->snapshot_trailing = (unsigned)v;
+    } else if (IS("raft", "snapshot_mode")) {
+        bad = strcmp(value, "thin") != 0 && strcmp(value, "full") != 0;
+        cfg->snapshot_full = strcmp(value, "full") == 0;
     } else if (IS("raft", "snapshot_stagger")) {
         bad = strcmp(value, "true") != 0 && strcmp(value, "false") != 0;
         cfg->snapshot_stagger = strcmp(value, "true") == 0;

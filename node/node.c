@@ -154,6 +154,7 @@ static int start_cons(struct node *n, const struct node_dr_start *st)
     cc.snapshot_threshold = n->cfg.snapshot_threshold;
     cc.snapshot_trailing = n->cfg.snapshot_trailing;
     cc.snapshot_stagger = n->cfg.snapshot_stagger;
+    cc.snapshot_full = n->cfg.snapshot_full;
     cc.max_batch = n->cfg.max_batch;
     cc.store = n->store;
     cc.auto_promote_ms = n->cfg.auto_promote_ms;

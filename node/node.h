@@ -58,6 +58,7 @@ struct node_config {
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
     int snapshot_stagger; /* voters snapshot at different indexes */
+    int snapshot_full;    /* [raft] snapshot_mode = full */
     unsigned max_batch;
     unsigned write_wait_ms; /* bounded wait for a leader on writes */
     size_t map_size;        /* LMDB map size, bytes */

@@ -264,6 +264,39 @@ void store_snapshot_parts_free(struct store_snapshot_parts *p)
     memset(p, 0, sizeof(*p));
 }
 
+#define THIN_MAGIC "COTHIN01"
+
+int store_snapshot_thin(struct store *s, void **buf, size_t *len)
+{
+    uint64_t index = store_applied_index(s); /* read before the flush */
+    uint8_t *out;
+    int rv;
+
+    rv = store_sync(s);
+    if (rv != 0) {
+        return rv;
+    }
+    out = malloc(STORE_THIN_SNAPSHOT_SIZE);
+    if (out == NULL) {
+        return store_errf(s, STORE_NOMEM, "thin snapshot");
+    }
+    memcpy(out, THIN_MAGIC, SNAP_MAGIC_LEN);
+    store_be64_put(out + SNAP_MAGIC_LEN, index);
+    *buf = out;
+    *len = STORE_THIN_SNAPSHOT_SIZE;
+    return 0;
+}
+
+int store_snapshot_is_thin(const void *buf, size_t len, uint64_t *index)
+{
+    if (buf == NULL || len != STORE_THIN_SNAPSHOT_SIZE ||
+        memcmp(buf, THIN_MAGIC, SNAP_MAGIC_LEN) != 0) {
+        return 0;
+    }
+    *index = store_be64_get((const uint8_t *)buf + SNAP_MAGIC_LEN);
+    return 1;
+}
+
 int store_snapshot_index(const void *buf, size_t len, uint64_t *index)
 {
     const uint8_t *p = buf;

@@ -270,6 +270,17 @@ struct store_snapshot_parts {
 int store_snapshot_parts(struct store *s, struct store_snapshot_parts *out);
 void store_snapshot_parts_free(struct store_snapshot_parts *p);
 
+/* A thin snapshot: 16 bytes, "COTHIN01" and an applied index, standing for
+ * the store itself. It is made after the store has been flushed to disk
+ * (store_sync()), so the store durably holds at least that index and the
+ * Raft log before it may be trimmed. A node whose store is behind a thin
+ * snapshot has lost data and cannot use it (see consensus/fsm.c). On
+ * success *buf is malloc'd. */
+#define STORE_THIN_SNAPSHOT_SIZE 16
+int store_snapshot_thin(struct store *s, void **buf, size_t *len);
+/* 1 and *index when buf is a thin snapshot, else 0. */
+int store_snapshot_is_thin(const void *buf, size_t len, uint64_t *index);
+
 /* Applied index recorded in a snapshot's header, or STORE_CORRUPT. */
 int store_snapshot_index(const void *buf, size_t len, uint64_t *index);
 

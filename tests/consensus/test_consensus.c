@@ -2,6 +2,7 @@
  * raft fixture cluster (no real time, no network), and the real loop
  * (cons_start on 127.0.0.1) for start, submit, stop and restart. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1513,6 +1515,108 @@ static void test_voters_take_snapshots_at_staggered_indexes(void **state)
     assert_true(idx[0] == idx[1] && idx[1] == idx[2]);
 }
 
+/* Bytes of the largest libraft snapshot file ("snapshot-*", not ".meta")
+ * in @dir, or 0 if none. */
+static long largest_snapshot_file(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    long largest = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[512];
+        struct stat st;
+        size_t n = strlen(e->d_name);
+
+        if (strncmp(e->d_name, "snapshot-", 9) != 0 ||
+            (n > 5 && strcmp(e->d_name + n - 5, ".meta") == 0)) {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0 && st.st_size > largest) {
+            largest = (long)st.st_size;
+        }
+    }
+    closedir(d);
+    return largest;
+}
+
+/* Thin snapshots (the default): the snapshot files hold a marker, not the
+ * store, yet a voter that was down while the log moved past its entries is
+ * sent a full copy of the leader's store and ends with the same state. A
+ * node whose store lost what its thin snapshot stands for refuses to start
+ * instead of running on an empty store. */
+static void test_thin_snapshots_and_a_voter_behind_the_log(void **state)
+{
+    struct quad q;
+    struct cons_status st;
+    unsigned i;
+    unsigned leader;
+    uint64_t k;
+    int tries;
+
+    (void)state;
+    quad_init(&q);
+    for (i = 0; i < 3; i++) {
+        q.cfgs[i].snapshot_threshold = 8;
+        q.cfgs[i].snapshot_trailing = 2;
+        q.cfgs[i].max_batch = 1;
+        q.cfgs[i].auto_promote_ms = 0;
+    }
+    quad_start(&q, 0);
+    quad_start(&q, 1);
+    leader = quad_leader(&q);
+    for (k = 1; k <= 40; k++) {
+        submit_and_wait(q.cons[leader], "while node 3 is down", k);
+    }
+    cons_status_get(q.cons[leader], &st);
+    assert_true(st.snapshot_index > 20);
+    assert_true(largest_snapshot_file(q.raft_dirs[leader]) > 0);
+    assert_true(largest_snapshot_file(q.raft_dirs[leader]) < 4096);
+
+    /* Node 3 may first get AppendEntries queued while it was down; were it
+     * to take its own snapshot of those, libraft would refuse the install
+     * meanwhile and the leader retry only after its 30 s timeout. */
+    q.cfgs[2].snapshot_threshold = 1000;
+    quad_start(&q, 2);
+    for (tries = 0; tries < 1000; tries++) {
+        if (store_case_count(q.stores[2]) == 40) {
+            break;
+        }
+        usleep(10000);
+    }
+    assert_int_equal(store_case_count(q.stores[2]), 40);
+    submit_and_wait(q.cons[leader], "after the catch-up", 41);
+    for (tries = 0; tries < 500; tries++) {
+        uint64_t a = store_applied_index(q.stores[leader]);
+
+        if (store_applied_index(q.stores[2]) == a &&
+            store_applied_index(q.stores[1 - leader]) == a) {
+            break;
+        }
+        usleep(10000);
+    }
+    assert_int_equal(store_case_count(q.stores[2]), 41);
+    for (i = 0; i < 3; i++) {
+        cons_stop(q.cons[i]);
+        q.cons[i] = NULL;
+    }
+    assert_same_digest(q.stores[0], q.stores[2]);
+    assert_same_digest(q.stores[1], q.stores[2]);
+
+    /* Node 1's store is replaced by an empty one; its raft dir keeps the
+     * thin snapshots: it must not start. */
+    store_close(q.stores[0]);
+    tmpdir_remove(q.store_dirs[0]);
+    q.store_dirs[0] = tmpdir_make("store");
+    assert_int_equal(store_open(q.store_dirs[0], NULL, &q.stores[0]), 0);
+    q.cfgs[0].store = q.stores[0];
+    assert_int_not_equal(cons_start(&q.cfgs[0], &q.cons[0]), 0);
+    q.cons[0] = NULL;
+    quad_close(&q);
+}
+
 static void test_joined_standby_is_promoted_when_a_voter_stops(void **state)
 {
     struct quad q;
@@ -1721,6 +1825,7 @@ int main(void)
         cmocka_unit_test(test_start_fails_with_ioerr_when_the_address_is_taken),
         cmocka_unit_test(test_submit_refuses_a_command_larger_than_an_entry),
         cmocka_unit_test(test_voters_take_snapshots_at_staggered_indexes),
+        cmocka_unit_test(test_thin_snapshots_and_a_voter_behind_the_log),
         cmocka_unit_test(test_joined_standby_is_promoted_when_a_voter_stops),
         cmocka_unit_test(test_full_store_refuses_writes_with_storefail),
     };
