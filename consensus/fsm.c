@@ -292,23 +292,16 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
                  (unsigned long long)local_index);
             return RAFT_IOERR; /* libraft frees buf->base */
         }
-        fsm_results_drop(f);
-        clog(CLOG_INFO, "cons",
-             "snapshot at index %llu: local state kept (index %llu)",
-             (unsigned long long)snap_index, (unsigned long long)local_index);
-        raft_free(buf->base);
-        buf->base = NULL;
-        buf->len = 0;
-        return 0;
-    }
-    (void)store_snapshot_index(buf->base, buf->len, &snap_index);
-    rv = store_restore(f->store, buf->base, buf->len, &replaced);
-    if (rv != 0) {
-        /* libraft frees buf->base when restore fails. */
-        clog(CLOG_ERROR, "cons", "restore snapshot %llu: %s: %s",
-             (unsigned long long)snap_index, store_strerror(rv),
-             store_errmsg(f->store));
-        return rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    } else {
+        (void)store_snapshot_index(buf->base, buf->len, &snap_index);
+        rv = store_restore(f->store, buf->base, buf->len, &replaced);
+        if (rv != 0) {
+            /* libraft frees buf->base when restore fails. */
+            clog(CLOG_ERROR, "cons", "restore snapshot %llu: %s: %s",
+                 (unsigned long long)snap_index, store_strerror(rv),
+                 store_errmsg(f->store));
+            return rv == STORE_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+        }
     }
     fsm_results_drop(f);
     if (replaced) {

@@ -145,40 +145,6 @@ int store_write_all(struct store *s,
     return 0;
 }
 
-static int
-snapshot_build(struct store *s, int fd, uint64_t index, void **buf, size_t *len)
-{
-    struct stat st;
-    uint8_t *out;
-    size_t plen;
-    int rv;
-
-    if (fstat(fd, &st) != 0) {
-        return store_errf(s, STORE_IOERR, "snapshot: fstat: %s",
-                          strerror(errno));
-    }
-    plen = (size_t)st.st_size;
-    out = malloc(SNAP_HEADER_LEN + plen + SNAP_TRAILER_LEN);
-    if (out == NULL) {
-        return store_errf(s, STORE_NOMEM, "snapshot: %zu bytes", plen);
-    }
-    memcpy(out, SNAP_MAGIC, SNAP_MAGIC_LEN);
-    store_be64_put(out + SNAP_MAGIC_LEN, index);
-    store_be64_put(out + SNAP_MAGIC_LEN + 8, plen);
-    rv = store_pread_all(s, fd, out + SNAP_HEADER_LEN, plen, 0,
-                         "snapshot copy");
-    if (rv == 0) {
-        rv = sha256(out + SNAP_HEADER_LEN, plen, out + SNAP_HEADER_LEN + plen);
-    }
-    if (rv != 0) {
-        free(out);
-        return rv;
-    }
-    *buf = out;
-    *len = SNAP_HEADER_LEN + plen + SNAP_TRAILER_LEN;
-    return 0;
-}
-
 int store_copy_tmp(struct store *s, int *fd, uint64_t *index)
 {
     int rv;
@@ -202,17 +168,29 @@ int store_copy_tmp(struct store *s, int *fd, uint64_t *index)
 
 int store_snapshot(struct store *s, void **buf, size_t *len)
 {
-    uint64_t index = 0;
-    int fd;
+    struct store_snapshot_parts p;
+    uint8_t *out;
+    size_t n;
     int rv;
 
-    rv = store_copy_tmp(s, &fd, &index);
+    rv = store_snapshot_parts(s, &p);
     if (rv != 0) {
         return rv;
     }
-    rv = snapshot_build(s, fd, index, buf, len);
-    close(fd);
-    return rv;
+    n = sizeof(p.header) + p.payload_len + sizeof(p.trailer);
+    out = malloc(n);
+    if (out == NULL) {
+        store_snapshot_parts_free(&p);
+        return store_errf(s, STORE_NOMEM, "snapshot: %zu bytes", n);
+    }
+    memcpy(out, p.header, sizeof(p.header));
+    memcpy(out + sizeof(p.header), p.payload, p.payload_len);
+    memcpy(out + sizeof(p.header) + p.payload_len, p.trailer,
+           sizeof(p.trailer));
+    store_snapshot_parts_free(&p);
+    *buf = out;
+    *len = n;
+    return 0;
 }
 
 int store_snapshot_parts(struct store *s, struct store_snapshot_parts *out)
