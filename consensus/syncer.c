@@ -20,6 +20,7 @@
 
 #include "consensus/cons_internal.h"
 #include "proto/clog.h"
+#include "proto/deadline_ts.h"
 
 #define CONS_SYNC_SLOW_MS 500
 #define CONS_SYNC_SLOW_LOG_MS 10000
@@ -65,13 +66,7 @@ static void *syncer_main(void *arg)
     while (!sy->stop) {
         struct timespec until;
 
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += sy->interval_ms / 1000;
-        until.tv_nsec += (long)(sy->interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        deadline_ts(CLOCK_MONOTONIC, sy->interval_ms, &until);
         while (!sy->stop &&
                pthread_cond_timedwait(&sy->cond, &sy->lock, &until) !=
                    ETIMEDOUT) {

@@ -22,6 +22,7 @@
 #include "cityops/v1/dr.pb-c.h"
 #include "proto/clog.h"
 #include "node_internal.h"
+#include "proto/deadline_ts.h"
 
 #define DR_RECOVER_PLAN "recover.plan"
 #define DR_RECOVER_DONE "recover.done"
@@ -642,13 +643,7 @@ static void fault_inject(struct fault *f)
     } else {
         struct timespec until;
 
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += ms / 1000;
-        until.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        deadline_ts(CLOCK_REALTIME, ms, &until);
         store_fault_set(n->store, STORE_FULL);
         /* over at its time, or at once when the node stops */
         pthread_mutex_lock(&n->fault_lock);

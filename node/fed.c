@@ -39,6 +39,7 @@
 #include "cityops/v1/fed.pb-c.h"
 #include "proto/clog.h"
 #include "node_internal.h"
+#include "proto/deadline_ts.h"
 
 #define FED_BATCH 128
 #define FED_CALL_MS 5000
@@ -653,13 +654,7 @@ static void *sender_main(void *arg)
             walk(f);
         }
         pthread_mutex_lock(&f->lock);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_ts(CLOCK_REALTIME, ms, &ts);
         if (!f->stopping) {
             pthread_cond_timedwait(&f->cond, &f->lock, &ts);
         }

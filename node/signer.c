@@ -24,6 +24,7 @@
 
 #include "proto/clog.h"
 #include "node_internal.h"
+#include "proto/deadline_ts.h"
 
 #define SIGNER_PERIOD_MS 1000
 
@@ -170,12 +171,7 @@ static int propose_sync(struct node_signer *sg, struct sync_wait *w)
     }
     pthread_mutex_lock(&w->lock);
     while (!w->done) {
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_ts(CLOCK_REALTIME, 200, &ts);
         pthread_cond_timedwait(&w->cond, &w->lock, &ts);
         if (!w->done) {
             pthread_mutex_unlock(&w->lock);

@@ -9,6 +9,7 @@
 #include "cityops/v1/command.pb-c.h"
 #include "proto/clog.h"
 #include "node_internal.h"
+#include "proto/deadline_ts.h"
 
 struct node_ticker {
     struct node *n;
@@ -59,13 +60,7 @@ static void *ticker_main(void *arg)
                 pthread_mutex_lock(&t->lock);
             }
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += n->cfg.tick_ms / 1000;
-        ts.tv_nsec += (long)(n->cfg.tick_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_ts(CLOCK_REALTIME, n->cfg.tick_ms, &ts);
         pthread_cond_timedwait(&t->cond, &t->lock, &ts);
     }
     /* a tick in flight is answered (CONS_SHUTDOWN at worst) by cons_stop */

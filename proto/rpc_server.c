@@ -32,6 +32,7 @@
 
 #include "clog.h"
 #include "rpc_internal.h"
+#include "deadline_ts.h"
 
 struct rpc_slot {
     struct rpc_tag tag;
@@ -599,13 +600,7 @@ static int wait_until(struct rpc_server *srv,
     struct timespec ts;
     int rv = 0;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    deadline_ts(CLOCK_REALTIME, timeout_ms, &ts);
     pthread_mutex_lock(&srv->lock);
     while (!cond(srv) && rv == 0) {
         rv = pthread_cond_timedwait(&srv->cond, &srv->lock, &ts);
