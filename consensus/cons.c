@@ -108,6 +108,13 @@ struct cons {
     int stepdown_inflight;
     uint64_t stepdown_next_ms;
     struct cons_syncer syncer; /* periodic store_sync(), its own thread */
+    /* Votes: the leader lease (lease.c) and the io callbacks it wraps. */
+    struct cons_lease lease;
+    int (*io_start)(struct raft_io *io,
+                    unsigned msecs,
+                    raft_io_tick_cb tick,
+                    raft_io_recv_cb recv);
+    raft_io_recv_cb raft_recv;
     /* Snapshot phase (snapshot_stagger): what the threshold was set for. */
     uint64_t phase_snapshot_index;
     uint64_t phase_conf_index;
@@ -1181,6 +1188,34 @@ static int notify_async(void *arg)
     return uv_async_send(arg);
 }
 
+/* Every message passes the vote lease before libraft sees it. */
+static void lease_recv(struct raft_io *io, struct raft_message *m)
+{
+    struct raft *r = io->data;
+    struct cons *c = r->data;
+
+    if (cons_lease_recv(&c->lease, raft_state(r), io->time(io), m)) {
+        clog(CLOG_INFO, "cons",
+             "vote request from %llu in term %llu: no leader heard for "
+             "%llu ms or more, weighing it",
+             (unsigned long long)m->server_id,
+             (unsigned long long)m->request_vote.term,
+             (unsigned long long)c->lease.election_ms);
+    }
+    c->raft_recv(io, m);
+}
+
+static int lease_start(struct raft_io *io,
+                       unsigned msecs,
+                       raft_io_tick_cb tick,
+                       raft_io_recv_cb recv)
+{
+    struct cons *c = ((struct raft *)io->data)->data;
+
+    c->raft_recv = recv;
+    return c->io_start(io, msecs, tick, lease_recv);
+}
+
 static int raft_configure(struct cons *c)
 {
     struct raft_configuration conf;
@@ -1326,6 +1361,9 @@ static int loop_start(struct cons *c)
     raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
     raft_set_election_timeout(&c->raft, c->cfg.election_ms);
     raft_set_pre_vote(&c->raft, true);
+    cons_lease_init(&c->lease, c->cfg.election_ms);
+    c->io_start = c->io.start;
+    c->io.start = lease_start;
     if (c->cfg.snapshot_first) {
         /* The state did not come from this log: snapshot at once and keep
          * no entries behind it, so a member that joins is sent the state,

@@ -77,6 +77,24 @@ struct cons_transport {
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
 void cons_transport_close(struct cons_transport *ct);
 
+/* lease.c: the leader lease that guards votes (loop thread). */
+struct cons_lease {
+    unsigned election_ms; /* the minimum election timeout */
+    raft_time last_leader; /* io time a leader last reached this node */
+    int heard;             /* last_leader is set */
+    uint64_t widened;      /* vote requests passed on as lease expired */
+};
+void cons_lease_init(struct cons_lease *l, unsigned election_ms);
+/* See @m (about to be handed to libraft, which is in @state at io time
+ * @now): remember leader contact; a RequestVote that a follower gets a full
+ * election timeout after its leader last reached it is marked
+ * disrupt_leader, so that libraft weighs it instead of refusing it for
+ * having a leader. Returns 1 if @m was changed. */
+int cons_lease_recv(struct cons_lease *l,
+                    int state,
+                    raft_time now,
+                    struct raft_message *m);
+
 /* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
  * (io->async_work; the uv io must be version 2). Not for the fixture, which
  * has no async work. */

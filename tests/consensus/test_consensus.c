@@ -1794,6 +1794,50 @@ static void bench_snapshot_of_100k_cases(void)
     tmpdir_remove(dir);
 }
 
+/* The vote lease: within an election timeout of hearing from a leader a
+ * follower's vote requests go to libraft as they came (refused for having a
+ * leader); after it they carry disrupt_leader, so the first survivor to time
+ * out can win. Candidates and leaders are left to libraft. */
+static void test_vote_lease_lets_a_vote_through_once_the_leader_is_silent(
+    void **state)
+{
+    struct cons_lease l;
+    struct raft_message ae = {.type = RAFT_IO_APPEND_ENTRIES};
+    struct raft_message vote = {.type = RAFT_IO_REQUEST_VOTE};
+    struct raft_message pre = {.type = RAFT_IO_REQUEST_VOTE};
+
+    (void)state;
+    pre.request_vote.pre_vote = true;
+    cons_lease_init(&l, 1000);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5000, &ae), 0);
+    /* Heard 999 ms ago: the lease holds, the request is untouched. */
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5999, &pre), 0);
+    assert_false(pre.request_vote.disrupt_leader);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5999, &vote), 0);
+    assert_false(vote.request_vote.disrupt_leader);
+    /* A full election timeout of silence: both kinds are weighed. */
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 6000, &pre), 1);
+    assert_true(pre.request_vote.disrupt_leader);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 6100, &vote), 1);
+    assert_true(vote.request_vote.disrupt_leader);
+    assert_int_equal(l.widened, 2);
+    /* Only a follower's view of its leader is overridden. */
+    vote.request_vote.disrupt_leader = false;
+    assert_int_equal(cons_lease_recv(&l, RAFT_CANDIDATE, 9000, &vote), 0);
+    assert_int_equal(cons_lease_recv(&l, RAFT_LEADER, 9000, &vote), 0);
+    assert_false(vote.request_vote.disrupt_leader);
+    /* Any leader message renews the lease. */
+    struct raft_message snap = {.type = RAFT_IO_INSTALL_SNAPSHOT};
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 9000, &snap), 0);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 9500, &vote), 0);
+    assert_false(vote.request_vote.disrupt_leader);
+    /* Other messages do not. */
+    struct raft_message res = {.type = RAFT_IO_APPEND_ENTRIES_RESULT};
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 9900, &res), 0);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 10000, &vote), 1);
+    assert_int_equal(l.widened, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1828,6 +1872,8 @@ int main(void)
         cmocka_unit_test(test_thin_snapshots_and_a_voter_behind_the_log),
         cmocka_unit_test(test_joined_standby_is_promoted_when_a_voter_stops),
         cmocka_unit_test(test_full_store_refuses_writes_with_storefail),
+        cmocka_unit_test(
+            test_vote_lease_lets_a_vote_through_once_the_leader_is_silent),
     };
 
     /* libraft's TCP transport writes to peers that may have gone: a write
