@@ -122,6 +122,7 @@ struct bench_opts {
     int target;    /* enum bench_target */
     uint64_t keys; /* read targets: records written before reading */
     int until_ok;  /* stop at the first success */
+    const char *trace; /* write every call's completion time and latency */
 };
 
 struct bench;
@@ -155,6 +156,7 @@ struct bench {
     uint64_t status_errors[BENCH_N_STATUS];
     uint64_t local_errors[BENCH_N_LOCAL];
     double *lat_ms; /* every completed call, in completion order */
+    double *done_s; /* with --trace: when each of them completed */
     size_t n_lat;
     size_t cap_lat;
     int lat_nomem;
@@ -176,7 +178,7 @@ static const char usage_text[] =
     "[--channels M]\n"
     "                     [--duration S | --count K] [--payload BYTES]\n"
     "                     [--target T] [--keys K] [--until-ok]\n"
-    "                     [--timeout MS] [--json]\n"
+    "                     [--timeout MS] [--json] [--trace FILE]\n"
     "\n"
     "  --endpoints   nodes to load, any of them (followers forward); default\n"
     "                $CITYOPS_ENDPOINTS, else " OPS_DEFAULT_ENDPOINT "\n"
@@ -198,6 +200,8 @@ static const char usage_text[] =
     "                one succeeds or --duration passes (failover probe)\n"
     "  --timeout     per-call deadline in ms (default 5000)\n"
     "  --json        print the summary as JSON\n"
+    "  --trace       write each call as 'completed_s latency_ms' to FILE,\n"
+    "                in completion order (periodic stalls show up there)\n"
     "\n"
     "Prints ops/s, errors by status and latency p50/p90/p99/p99.9/max in "
     "ms.\n"
@@ -340,6 +344,8 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
         } else if (strcmp(name, "--payload") == 0) {
             rv = opt_number(name, value, 0, RPC_MAX_MESSAGE / 2, &v);
             o->payload = (size_t)v;
+        } else if (strcmp(name, "--trace") == 0) {
+            o->trace = value;
         } else if (strcmp(name, "--timeout") == 0) {
             rv = opt_number(name, value, 1, 3600 * 1000, &v);
             o->timeout_ms = (int)v;
@@ -663,17 +669,50 @@ static void latency_add(struct bench *b, double ms)
     if (b->n_lat == b->cap_lat) {
         size_t cap = b->cap_lat == 0 ? 65536 : b->cap_lat * 2;
         double *grown = realloc(b->lat_ms, cap * sizeof(*grown));
+        double *done = NULL;
 
-        if (grown == NULL) {
+        if (grown != NULL) {
+            b->lat_ms = grown;
+        }
+        if (grown != NULL && b->o.trace != NULL) {
+            done = realloc(b->done_s, cap * sizeof(*done));
+            if (done != NULL) {
+                b->done_s = done;
+            }
+        }
+        if (grown == NULL || (b->o.trace != NULL && done == NULL)) {
             /* Stop the run rather than report a biased sample. */
             b->lat_nomem = 1;
             b->stopping = 1;
             return;
         }
-        b->lat_ms = grown;
         b->cap_lat = cap;
     }
+    if (b->done_s != NULL) {
+        b->done_s[b->n_lat] = (double)(now_ns() - b->t0_ns) / 1e9;
+    }
     b->lat_ms[b->n_lat++] = ms;
+}
+
+/* --trace: the calls in completion order, before they are sorted. */
+static int write_trace(const struct bench *b)
+{
+    FILE *f = fopen(b->o.trace, "w");
+
+    if (f == NULL) {
+        fprintf(stderr, "cityops-bench: --trace %s: %s\n", b->o.trace,
+                strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < b->n_lat && b->done_s != NULL; i++) {
+        fprintf(f, "%.6f %.3f\n", b->done_s[i], b->lat_ms[i]);
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "cityops-bench: --trace %s: %s\n", b->o.trace,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Copy of the reply's bytes (malloc'd, *len may be 0), or NULL on failure. */
@@ -928,6 +967,7 @@ static void bench_close(struct bench *b)
     free(b->slots);
     free(b->description);
     free(b->lat_ms);
+    free(b->done_s);
     free(b->case_ids);
     for (i = 0; i < b->o.n_endpoints; i++) {
         free(b->o.endpoints[i]);
@@ -1088,6 +1128,7 @@ int main(int argc, char **argv)
 {
     struct bench b;
     double elapsed;
+    int traced;
     int rv;
 
     memset(&b, 0, sizeof(b));
@@ -1113,6 +1154,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cityops-bench: out of memory for latencies; "
                         "stopped early\n");
     }
+    traced = b.o.trace == NULL || write_trace(&b) == 0;
     if (b.n_lat > 0) {
         qsort(b.lat_ms, b.n_lat, sizeof(*b.lat_ms), cmp_double);
     }
@@ -1121,7 +1163,7 @@ int main(int argc, char **argv)
     } else {
         report_text(&b, elapsed);
     }
-    if (rv == OPS_EXIT_OK && b.ok == 0) {
+    if (rv == OPS_EXIT_OK && (b.ok == 0 || !traced)) {
         rv = OPS_EXIT_FAIL;
     }
 out_close:
