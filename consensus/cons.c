@@ -920,9 +920,15 @@ static void fail_all(struct cons_work *list)
 
 static void loop_stop(struct cons *c)
 {
+    uint64_t deferred, reaped;
+
     c->stopping = 1;
-    clog(CLOG_INFO, "cons", "stopping (applied %llu)",
-         (unsigned long long)raft_last_applied(&c->raft));
+    cons_aio_counts(&deferred, &reaped);
+    clog(CLOG_INFO, "cons",
+         "stopping (applied %llu; log segment AIO contexts released off the "
+         "loop: %llu, %llu done)",
+         (unsigned long long)raft_last_applied(&c->raft),
+         (unsigned long long)deferred, (unsigned long long)reaped);
     fail_all(cons_queue_take(&c->queue));
     fail_all(c->parked_head);
     c->parked_head = NULL;

@@ -77,6 +77,10 @@ struct cons_transport {
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
 void cons_transport_close(struct cons_transport *ct);
 
+/* aio.c: io_destroy(2) of libraft's segment writers runs on a reaper thread
+ * instead of the loop. How many were handed over, and how many are done. */
+void cons_aio_counts(uint64_t *deferred, uint64_t *reaped);
+
 /* lease.c: the leader lease that guards votes (loop thread). */
 struct cons_lease {
     unsigned election_ms; /* the minimum election timeout */

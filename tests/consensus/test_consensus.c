@@ -2,6 +2,9 @@
  * raft fixture cluster (no real time, no network), and the real loop
  * (cons_start on 127.0.0.1) for start, submit, stop and restart. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <linux/aio_abi.h>
+#include <sys/syscall.h>
 #include <dirent.h>
 #include <ftw.h>
 #include <netinet/in.h>
@@ -1838,6 +1841,34 @@ static void test_vote_lease_lets_a_vote_through_once_the_leader_is_silent(
     assert_int_equal(l.widened, 3);
 }
 
+/* io_destroy(2) through syscall() (libraft's path) returns at once and the
+ * context is destroyed by the reaper shortly after; other calls pass through
+ * with their result and errno. */
+static void test_aio_context_is_destroyed_off_the_calling_thread(void **state)
+{
+    aio_context_t ctx = 0;
+    struct io_event ev;
+    struct timespec zero = {0, 0};
+    uint64_t deferred0, reaped0, deferred, reaped;
+    int i;
+
+    (void)state;
+    assert_int_equal(syscall(SYS_io_setup, 1, &ctx), 0);
+    assert_int_equal(syscall(SYS_io_getevents, ctx, 0, 1, &ev, &zero), 0);
+    cons_aio_counts(&deferred0, &reaped0);
+    assert_int_equal(syscall(SYS_io_destroy, ctx), 0);
+    cons_aio_counts(&deferred, &reaped);
+    assert_int_equal(deferred, deferred0 + 1);
+    for (i = 0; i < 1000 && reaped < deferred; i++) {
+        usleep(10 * 1000);
+        cons_aio_counts(&deferred, &reaped);
+    }
+    assert_true(reaped >= deferred0 + 1);
+    errno = 0;
+    assert_int_equal(syscall(SYS_io_getevents, ctx, 0, 1, &ev, &zero), -1);
+    assert_int_equal(errno, EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1874,6 +1905,7 @@ int main(void)
         cmocka_unit_test(test_full_store_refuses_writes_with_storefail),
         cmocka_unit_test(
             test_vote_lease_lets_a_vote_through_once_the_leader_is_silent),
+        cmocka_unit_test(test_aio_context_is_destroyed_off_the_calling_thread),
     };
 
     /* libraft's TCP transport writes to peers that may have gone: a write
