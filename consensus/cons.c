@@ -115,6 +115,7 @@ struct cons {
                     raft_io_tick_cb tick,
                     raft_io_recv_cb recv);
     raft_io_recv_cb raft_recv;
+    uint64_t keepalive_ms; /* when the last keepalives were sent */
     /* Snapshot phase (snapshot_stagger): what the threshold was set for. */
     uint64_t phase_snapshot_index;
     uint64_t phase_conf_index;
@@ -1166,6 +1167,18 @@ static void auto_promote(struct cons *c)
     decision(c, "promote", d.detail);
 }
 
+/* Followers keep their connections to the other members fresh. */
+static void keepalive(struct cons *c)
+{
+    uint64_t now = now_ms();
+
+    if (now - c->keepalive_ms < c->cfg.heartbeat_ms) {
+        return;
+    }
+    c->keepalive_ms = now;
+    cons_transport_keepalive(&c->raft, &c->io);
+}
+
 static void timer_cb(uv_timer_t *timer)
 {
     struct cons *c = timer->data;
@@ -1174,6 +1187,7 @@ static void timer_cb(uv_timer_t *timer)
     if (c->stopping) {
         return;
     }
+    keepalive(c);
     nudge(c);
     step_down(c);
     auto_promote(c);
@@ -1194,12 +1208,16 @@ static int notify_async(void *arg)
     return uv_async_send(arg);
 }
 
-/* Every message passes the vote lease before libraft sees it. */
+/* Every message passes here before libraft sees it: keepalives stop here,
+ * vote requests pass the lease. */
 static void lease_recv(struct raft_io *io, struct raft_message *m)
 {
     struct raft *r = io->data;
     struct cons *c = r->data;
 
+    if (cons_transport_is_keepalive(m)) {
+        return; /* carries nothing; no memory is attached to it */
+    }
     if (cons_lease_recv(&c->lease, raft_state(r), io->time(io), m)) {
         clog(CLOG_INFO, "cons",
              "vote request from %llu in term %llu: no leader heard for "
@@ -1335,6 +1353,10 @@ static int loop_start(struct cons *c)
         rv = CONS_IOERR;
         goto err_close_transport;
     }
+    /* A peer that is down is dialled again every heartbeat (libraft's
+     * default is every second), so its first messages after a restart are
+     * not held back for up to a second. */
+    raft_uv_set_connect_retry_delay(&c->io, c->cfg.heartbeat_ms);
     /* io version 2 provides async_work: snapshots copy off the loop. */
     c->io.version = 2;
     rv = cons_fsm_init(&c->fsm, &c->raft, c->cfg.store);

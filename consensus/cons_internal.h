@@ -76,6 +76,11 @@ struct cons_transport {
 };
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
 void cons_transport_close(struct cons_transport *ct);
+/* A follower or candidate sends every other member of @r's configuration
+ * a keepalive over @io (see transport.c); a leader sends nothing. */
+void cons_transport_keepalive(struct raft *r, struct raft_io *io);
+/* 1 if @m is such a keepalive: drop it before libraft sees it. */
+int cons_transport_is_keepalive(const struct raft_message *m);
 
 /* aio.c: io_destroy(2) of libraft's segment writers runs on a reaper thread
  * instead of the loop. How many were handed over, and how many are done. */

@@ -1,4 +1,4 @@
-/* TCP_NODELAY on every Raft connection.
+/* Raft connections: TCP_NODELAY on each, and followers keep theirs fresh.
  *
  * libraft 0.15's TCP transport leaves Nagle's algorithm on. A leader that
  * writes a small AppendEntries while the previous one is unacknowledged
@@ -8,6 +8,7 @@
  * libraft sees it; everything else is libraft's own transport. */
 #include <stdatomic.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -69,6 +70,47 @@ static int connect_wrap(struct raft_uv_transport *t,
 {
     atomic_store(&user_connect_cb, cb);
     return outer(t)->tcp_connect(t, req, id, address, connect_cb);
+}
+
+static void keepalive_sent(struct raft_io_send *req, int status)
+{
+    (void)status;
+    raft_free(req);
+}
+
+void cons_transport_keepalive(struct raft *r, struct raft_io *io)
+{
+    const struct raft_configuration *conf = &r->configuration;
+    struct raft_message m;
+
+    if (raft_state(r) == RAFT_LEADER || raft_state(r) == RAFT_UNAVAILABLE) {
+        return;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        struct raft_io_send *req;
+
+        if (conf->servers[i].id == r->id) {
+            continue;
+        }
+        req = raft_malloc(sizeof *req);
+        if (req == NULL) {
+            return;
+        }
+        memset(&m, 0, sizeof m);
+        m.type = RAFT_IO_APPEND_ENTRIES_RESULT;
+        m.server_id = conf->servers[i].id;
+        m.server_address = conf->servers[i].address;
+        m.append_entries_result.term = 0;
+        if (io->send(io, req, &m, keepalive_sent) != 0) {
+            raft_free(req);
+        }
+    }
+}
+
+int cons_transport_is_keepalive(const struct raft_message *m)
+{
+    return m->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
+           m->append_entries_result.term == 0;
 }
 
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop)

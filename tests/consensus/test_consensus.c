@@ -1869,6 +1869,61 @@ static void test_aio_context_is_destroyed_off_the_calling_thread(void **state)
     assert_int_equal(errno, EINVAL);
 }
 
+static unsigned keepalive_n;
+static raft_id keepalive_to[8];
+
+static int keepalive_send(struct raft_io *io,
+                          struct raft_io_send *req,
+                          const struct raft_message *m,
+                          raft_io_send_cb cb)
+{
+    (void)io;
+    assert_true(cons_transport_is_keepalive(m));
+    keepalive_to[keepalive_n++] = m->server_id;
+    cb(req, 0);
+    return 0;
+}
+
+/* A follower or candidate sends each other member one keepalive (a message
+ * the receiving side recognises and drops); a leader sends none. */
+static void test_followers_send_keepalives_to_every_other_member(void **state)
+{
+    struct raft r;
+    struct raft_io io;
+    struct raft_message vote = {.type = RAFT_IO_REQUEST_VOTE};
+    struct raft_message res = {.type = RAFT_IO_APPEND_ENTRIES_RESULT};
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    memset(&io, 0, sizeof io);
+    io.send = keepalive_send;
+    r.id = 2;
+    raft_configuration_init(&r.configuration);
+    assert_int_equal(raft_configuration_add(&r.configuration, 1, "a:1",
+                                            RAFT_VOTER), 0);
+    assert_int_equal(raft_configuration_add(&r.configuration, 2, "a:2",
+                                            RAFT_VOTER), 0);
+    assert_int_equal(raft_configuration_add(&r.configuration, 3, "a:3",
+                                            RAFT_STANDBY), 0);
+    r.state = RAFT_FOLLOWER;
+    keepalive_n = 0;
+    cons_transport_keepalive(&r, &io);
+    assert_int_equal(keepalive_n, 2);
+    assert_int_equal(keepalive_to[0], 1);
+    assert_int_equal(keepalive_to[1], 3);
+    r.state = RAFT_CANDIDATE;
+    cons_transport_keepalive(&r, &io);
+    assert_int_equal(keepalive_n, 4);
+    r.state = RAFT_LEADER;
+    cons_transport_keepalive(&r, &io);
+    assert_int_equal(keepalive_n, 4);
+    /* Real results and other messages are not mistaken for one. */
+    res.append_entries_result.term = 7;
+    assert_false(cons_transport_is_keepalive(&res));
+    assert_false(cons_transport_is_keepalive(&vote));
+    raft_configuration_close(&r.configuration);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1906,6 +1961,7 @@ int main(void)
         cmocka_unit_test(
             test_vote_lease_lets_a_vote_through_once_the_leader_is_silent),
         cmocka_unit_test(test_aio_context_is_destroyed_off_the_calling_thread),
+        cmocka_unit_test(test_followers_send_keepalives_to_every_other_member),
     };
 
     /* libraft's TCP transport writes to peers that may have gone: a write
