@@ -1136,7 +1136,7 @@ int main(int argc, char **argv)
     if (rv != OPS_EXIT_OK) {
         goto out_free_opts;
     }
-    grpc_init();
+    rpc_grpc_init();
     if (bench_init(&b) != 0) {
         fprintf(stderr, "cityops-bench: out of memory\n");
         rv = OPS_EXIT_FAIL;

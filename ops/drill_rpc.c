@@ -111,7 +111,7 @@ struct drill_chan *drill_chan_open(const char *target)
         snprintf(ch->uri, sizeof(ch->uri), "%s", target);
     }
     pthread_mutex_init(&ch->mu, NULL);
-    grpc_init();
+    rpc_grpc_init();
     creds = grpc_insecure_credentials_create();
     ch->channel = grpc_channel_create(ch->uri, creds, &args);
     grpc_channel_credentials_release(creds);

@@ -41,6 +41,10 @@ enum {
 /* Metadata key set on a call a node forwards to its leader. */
 #define RPC_FORWARDED_KEY "cityops-forwarded"
 
+/* grpc_init() for this process's gRPC runtime: the one way in for servers,
+ * channels and tools (pair each with grpc_shutdown() as before). */
+void rpc_grpc_init(void);
+
 struct rpc_call;
 struct rpc_server;
 

@@ -49,7 +49,7 @@ struct rpc_channel *rpc_channel_open(const char *target)
     struct rpc_channel *ch;
     grpc_channel_credentials *creds;
 
-    grpc_init();
+    rpc_grpc_init();
     creds = grpc_insecure_credentials_create();
     ch = channel_create(target, creds, NULL);
     grpc_channel_credentials_release(creds);
@@ -74,7 +74,7 @@ struct rpc_channel *rpc_channel_open_tls(const char *target,
     if (rpc_pem_load(tls, who, &pem) != 0) {
         return NULL;
     }
-    grpc_init();
+    rpc_grpc_init();
     pair.private_key = pem.key;
     pair.cert_chain = pem.cert;
     /* The credentials copy the PEM strings. */

@@ -516,7 +516,7 @@ int rpc_server_start(const struct rpc_server_config *cfg,
     pthread_mutex_init(&srv->gate, NULL);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
-    grpc_init();
+    rpc_grpc_init();
     rpc_channel_args(&args, slots, max_msg);
     srv->server = grpc_server_create(&args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
