@@ -14,7 +14,13 @@
  * once. That is safe because libraft destroys a context only after every
  * request on it completed (and ignores the result); the reaper destroys it a
  * grace period later, and process exit releases whatever is still queued.
- * If the reaper cannot be started the call is made in place, as before. */
+ * If the reaper cannot be started, or 1024 contexts are already waiting, the
+ * call is made in place, as before.
+ *
+ * This relies on how libraft 0.15 uses its contexts (every io_destroy comes
+ * after the last request on the context completed), so the build enables it
+ * only for libraft 0.15.x (CONS_AIO_DEFER, consensus/CMakeLists.txt); with
+ * another version syscall() is not defined here and libc's is used. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +31,10 @@
 #include <sys/syscall.h>
 
 #include "consensus/cons_internal.h"
+
+#ifdef CONS_AIO_DEFER
+
+#define AIO_MAX_QUEUED 1024
 
 typedef long (*syscall_fn)(long number, ...);
 
@@ -39,16 +49,27 @@ static int reaper_up;
 static pthread_mutex_t reaper_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reaper_cond = PTHREAD_COND_INITIALIZER;
 static struct aio_ctx *reaper_head;
+static size_t reaper_queued;
 static atomic_ullong n_deferred;
 static atomic_ullong n_reaped;
+
+/* libc's syscall(), looked up before main() so that the wrapper does no
+ * lookup later (absl issues futex calls through syscall() from paths that
+ * must stay async-signal-safe). */
+__attribute__((constructor)) static void aio_resolve(void)
+{
+    atomic_store_explicit(&libc_syscall,
+                          (syscall_fn)dlsym(RTLD_NEXT, "syscall"),
+                          memory_order_release);
+}
 
 static syscall_fn real_syscall(void)
 {
     syscall_fn fn = atomic_load_explicit(&libc_syscall, memory_order_acquire);
 
     if (fn == NULL) {
-        fn = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
-        atomic_store_explicit(&libc_syscall, fn, memory_order_release);
+        aio_resolve();
+        fn = atomic_load_explicit(&libc_syscall, memory_order_acquire);
     }
     return fn;
 }
@@ -67,6 +88,7 @@ static void *reaper_main(void *arg)
         }
         c = reaper_head;
         reaper_head = c->next;
+        reaper_queued--;
         pthread_mutex_unlock(&reaper_lock);
         sys(SYS_io_destroy, c->ctx);
         free(c);
@@ -88,23 +110,36 @@ static void reaper_start(void)
     pthread_attr_destroy(&attr);
 }
 
-/* Queue @ctx for the reaper. 0, or -1 to destroy it in place. */
+/* Queue @ctx for the reaper. 0, or -1 to destroy it in place. errno is
+ * left as the caller had it either way (libraft reads errno after its
+ * io_destroy when it probes for async I/O). */
 static int defer_io_destroy(long ctx)
 {
+    int saved = errno;
     struct aio_ctx *c;
+    int rv = -1;
 
     pthread_once(&reaper_once, reaper_start);
     if (!reaper_up || (c = malloc(sizeof *c)) == NULL) {
-        return -1;
+        goto out;
     }
     c->ctx = ctx;
     pthread_mutex_lock(&reaper_lock);
+    if (reaper_queued >= AIO_MAX_QUEUED) {
+        pthread_mutex_unlock(&reaper_lock);
+        free(c);
+        goto out;
+    }
     c->next = reaper_head;
     reaper_head = c;
+    reaper_queued++;
     pthread_cond_signal(&reaper_cond);
     pthread_mutex_unlock(&reaper_lock);
     atomic_fetch_add(&n_deferred, 1);
-    return 0;
+    rv = 0;
+out:
+    errno = saved;
+    return rv;
 }
 
 /* The six argument words are read whatever the caller passed, as libc's
@@ -136,3 +171,23 @@ void cons_aio_counts(uint64_t *deferred, uint64_t *reaped)
     *deferred = atomic_load(&n_deferred);
     *reaped = atomic_load(&n_reaped);
 }
+
+int cons_aio_enabled(void)
+{
+    return 1;
+}
+
+#else /* !CONS_AIO_DEFER */
+
+void cons_aio_counts(uint64_t *deferred, uint64_t *reaped)
+{
+    *deferred = 0;
+    *reaped = 0;
+}
+
+int cons_aio_enabled(void)
+{
+    return 0;
+}
+
+#endif

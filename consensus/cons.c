@@ -852,7 +852,11 @@ static void dispatch(struct cons *c,
         return;
     }
     raft_leader(&c->raft, &leader_id, &leader_address);
-    if (leader_id != 0 && leader_id != c->raft.id) {
+    /* A follower that let a vote through keeps naming the old leader until
+     * the election ends; don't send callers to it once it has been silent
+     * for an election timeout: wait for the new one instead. */
+    if (leader_id != 0 && leader_id != c->raft.id &&
+        !cons_lease_expired(&c->lease, c->io.time(&c->io))) {
         work_fail(w, CONS_NOTLEADER, leader_id);
         return;
     }

@@ -76,8 +76,9 @@ struct cons_transport {
 };
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
 void cons_transport_close(struct cons_transport *ct);
-/* A follower or candidate sends every other member of @r's configuration
- * a keepalive over @io (see transport.c); a leader sends nothing. */
+/* A voter that is a follower or candidate sends every other voter of @r's
+ * configuration a keepalive over @io (see transport.c); a leader, a standby
+ * or a spare sends nothing. */
 void cons_transport_keepalive(struct raft *r, struct raft_io *io);
 /* 1 if @m is such a keepalive: drop it before libraft sees it. */
 int cons_transport_is_keepalive(const struct raft_message *m);
@@ -85,6 +86,8 @@ int cons_transport_is_keepalive(const struct raft_message *m);
 /* aio.c: io_destroy(2) of libraft's segment writers runs on a reaper thread
  * instead of the loop. How many were handed over, and how many are done. */
 void cons_aio_counts(uint64_t *deferred, uint64_t *reaped);
+/* 1 if this build defers io_destroy (built against libraft 0.15.x). */
+int cons_aio_enabled(void);
 
 /* lease.c: the leader lease that guards votes (loop thread). */
 struct cons_lease {
@@ -103,6 +106,9 @@ int cons_lease_recv(struct cons_lease *l,
                     int state,
                     raft_time now,
                     struct raft_message *m);
+/* 1 if a leader reached this node once but not in the last election
+ * timeout: the leader libraft may still name is presumed gone. */
+int cons_lease_expired(const struct cons_lease *l, raft_time now);
 
 /* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
  * (io->async_work; the uv io must be version 2). Not for the fixture, which

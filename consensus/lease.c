@@ -58,3 +58,8 @@ int cons_lease_recv(struct cons_lease *l,
     l->widened++;
     return 1;
 }
+
+int cons_lease_expired(const struct cons_lease *l, raft_time now)
+{
+    return l->heard && now - l->last_leader >= l->election_ms;
+}

@@ -231,6 +231,8 @@ static void absl_detector_off(void)
             return;
         }
     }
+    clog(CLOG_DEBUG, "rpc",
+         "absl's SetMutexDeadlockDetectionMode not found: left as built");
 }
 
 void rpc_grpc_init(void)
