@@ -188,7 +188,7 @@ struct cons_syncer {
     int stop;
     int running;
     uint64_t syncs;
-    uint64_t slow_logged_ms;
+    int64_t slow_logged_ms;
 };
 
 int cons_syncer_start(struct cons_syncer *sy,

@@ -25,18 +25,10 @@
 #define CONS_SYNC_SLOW_MS 500
 #define CONS_SYNC_SLOW_LOG_MS 10000
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void sync_once(struct cons_syncer *sy)
 {
-    uint64_t t0 = mono_ms();
-    uint64_t took;
+    int64_t t0 = mono_ms();
+    int64_t took;
     int rv;
 
     rv = store_sync(sy->store);
@@ -51,9 +43,9 @@ static void sync_once(struct cons_syncer *sy)
         t0 >= sy->slow_logged_ms + CONS_SYNC_SLOW_LOG_MS) {
         sy->slow_logged_ms = t0;
         clog(CLOG_WARN, "cons",
-             "store sync took %llu ms (interval %u ms): the disk is slow or "
+             "store sync took %lld ms (interval %u ms): the disk is slow or "
              "saturated; see ops/runbooks/slow-disk.md",
-             (unsigned long long)took, sy->interval_ms);
+             (long long)took, sy->interval_ms);
     }
     sy->syncs++;
 }

@@ -23,6 +23,7 @@
 
 #include "cityops/v1/dr.pb-c.h"
 #include "proto/clog.h"
+#include "proto/deadline_ts.h"
 #include "node_internal.h"
 
 #define BK_MAX_TRANSFERS 2
@@ -57,14 +58,6 @@ struct node_backups {
     int64_t next_backup_ms;
     struct transfer t[BK_MAX_TRANSFERS];
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_us(void)
 {
@@ -166,7 +159,7 @@ static void *create_main(void *arg)
         t->fd = fd;
         t->size = size;
         t->ready = 1;
-        t->last_used_ms = now_ms();
+        t->last_used_ms = mono_ms();
     } else {
         transfer_drop(t);
     }
@@ -256,7 +249,7 @@ static void create_handle(struct rpc_call *call,
     snprintf(path, sizeof path, "%s/transfer-%s.cobak", h->n->cfg.backup_dir,
              t->id);
     memcpy(t->path, path, sizeof t->path);
-    t->last_used_ms = now_ms();
+    t->last_used_ms = mono_ms();
     if (pthread_create(&t->thread, NULL, create_main, t) != 0) {
         t->used = 0;
         pthread_mutex_unlock(&b->lock);
@@ -303,7 +296,7 @@ static void read_handle(struct rpc_call *call,
                                 : "the backup is not ready yet");
         return;
     }
-    t->last_used_ms = now_ms();
+    t->last_used_ms = mono_ms();
     fd = dup(t->fd);
     size = t->size;
     pthread_mutex_unlock(&b->lock);
@@ -513,7 +506,7 @@ static void scheduled_backup(struct node *n)
     uint64_t size = 0;
     time_t now = time(NULL);
     struct tm tm;
-    int64_t t0 = now_ms();
+    int64_t t0 = mono_ms();
 
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
@@ -541,7 +534,7 @@ static void scheduled_backup(struct node *n)
              "scheduled backup %s: %llu bytes, index %llu, %lld ms", path,
              (unsigned long long)size,
              (unsigned long long)info->applied_index,
-             (long long)(now_ms() - t0));
+             (long long)(mono_ms() - t0));
         retention(n);
     }
     cityops__v1__backup_info__free_unpacked(info, NULL);
@@ -555,7 +548,7 @@ static void *sched_main(void *arg)
     pthread_mutex_lock(&b->lock);
     while (!b->stopping) {
         struct timespec ts;
-        int64_t now = now_ms();
+        int64_t now = mono_ms();
         int due = n->cfg.backup_interval_s > 0 && now >= b->next_backup_ms;
 
         for (int i = 0; i < BK_MAX_TRANSFERS; i++) {
@@ -620,7 +613,7 @@ int node_backups_start(struct node *n, struct node_backups **out)
         b->t[i].fd = -1;
     }
     transfers_sweep(n->cfg.backup_dir);
-    b->next_backup_ms = now_ms() + (int64_t)n->cfg.backup_interval_s * 1000;
+    b->next_backup_ms = mono_ms() + (int64_t)n->cfg.backup_interval_s * 1000;
     if (pthread_create(&b->sched, NULL, sched_main, b) != 0) {
         pthread_cond_destroy(&b->cond);
         pthread_mutex_destroy(&b->lock);

@@ -1,7 +1,17 @@
 #ifndef CITYOPS_DEADLINE_TS_H
 #define CITYOPS_DEADLINE_TS_H
 
+#include <stdint.h>
 #include <time.h>
+
+/* Milliseconds on CLOCK_MONOTONIC: for intervals and next-run times. */
+static inline int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* *ts = now on @clock + @ms milliseconds: the absolute time that
  * pthread_cond_timedwait() takes (CLOCK_REALTIME, or the clock the
