@@ -925,15 +925,19 @@ static void fail_all(struct cons_work *list)
 
 static void loop_stop(struct cons *c)
 {
-    uint64_t deferred, reaped;
+    uint64_t deferred, reaped, filled, filled_bytes;
 
     c->stopping = 1;
     cons_aio_counts(&deferred, &reaped);
+    cons_segfill_counts(&filled, &filled_bytes);
     clog(CLOG_INFO, "cons",
          "stopping (applied %llu; log segment AIO contexts released off the "
-         "loop: %llu, %llu done)",
+         "loop: %llu, %llu done; segments written out before use: %llu, "
+         "%llu MiB)",
          (unsigned long long)raft_last_applied(&c->raft),
-         (unsigned long long)deferred, (unsigned long long)reaped);
+         (unsigned long long)deferred, (unsigned long long)reaped,
+         (unsigned long long)filled,
+         (unsigned long long)(filled_bytes >> 20));
     fail_all(cons_queue_take(&c->queue));
     fail_all(c->parked_head);
     c->parked_head = NULL;

@@ -89,6 +89,11 @@ void cons_aio_counts(uint64_t *deferred, uint64_t *reaped);
 /* 1 if this build defers io_destroy (built against libraft 0.15.x). */
 int cons_aio_enabled(void);
 
+/* segfill.c: posix_fallocate() also writes zeros over the new part of the
+ * file, so that libraft's appends overwrite written blocks. How many files
+ * and bytes were filled. */
+void cons_segfill_counts(uint64_t *files, uint64_t *bytes);
+
 /* lease.c: the leader lease that guards votes (loop thread). */
 struct cons_lease {
     unsigned election_ms; /* the minimum election timeout */

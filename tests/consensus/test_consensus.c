@@ -3,7 +3,11 @@
  * (cons_start on 127.0.0.1) for start, submit, stop and restart. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/aio_abi.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <dirent.h>
 #include <ftw.h>
@@ -1874,6 +1878,81 @@ static void test_aio_context_is_destroyed_off_the_calling_thread(void **state)
     assert_int_equal(errno, EINVAL);
 }
 
+/* posix_fallocate() (libraft's segment preparation) keeps its contract and
+ * leaves no unwritten extent behind: the bytes that were in the file stay,
+ * the new ones read as zero and are written blocks. */
+static void test_fallocate_writes_the_new_part_of_the_file(void **state)
+{
+    char *dir = tmpdir_make("segfill");
+    char path[512];
+    char head[100], buf[4096];
+    uint64_t files0, bytes0, files, bytes;
+    const off_t size = 3 * 1024 * 1024 + 512;
+    struct stat st;
+    int pipefd[2];
+    off_t off;
+    int fd;
+
+    (void)state;
+    snprintf(path, sizeof path, "%s/open-1", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_DSYNC, 0600);
+    assert_true(fd >= 0);
+    memset(head, 'h', sizeof head);
+    assert_int_equal(write(fd, head, sizeof head), (ssize_t)sizeof head);
+    cons_segfill_counts(&files0, &bytes0);
+    errno = EAGAIN;
+    assert_int_equal(posix_fallocate(fd, 0, size), 0);
+    assert_int_equal(errno, EAGAIN);
+    cons_segfill_counts(&files, &bytes);
+    assert_int_equal(files, files0 + 1);
+    assert_int_equal(bytes, bytes0 + (uint64_t)size - sizeof head);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, size);
+    close(fd);
+
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof head, 0), (ssize_t)sizeof head);
+    assert_memory_equal(buf, head, sizeof head);
+    for (off = sizeof head; off < size; off += (off_t)sizeof buf) {
+        ssize_t n = pread(fd, buf, sizeof buf, off);
+        assert_true(n > 0);
+        for (ssize_t i = 0; i < n; i++) {
+            assert_int_equal(buf[i], 0);
+        }
+    }
+    {
+        union {
+            struct fiemap fm;
+            char space[sizeof(struct fiemap) +
+                       64 * sizeof(struct fiemap_extent)];
+        } u;
+
+        memset(&u, 0, sizeof u);
+        u.fm.fm_length = (uint64_t)size;
+        u.fm.fm_flags = FIEMAP_FLAG_SYNC;
+        u.fm.fm_extent_count = 64;
+        /* File systems without FIEMAP (tmpfs) cannot show extents. */
+        if (ioctl(fd, FS_IOC_FIEMAP, &u.fm) == 0) {
+            assert_true(u.fm.fm_mapped_extents > 0);
+            for (unsigned i = 0; i < u.fm.fm_mapped_extents; i++) {
+                assert_false(u.fm.fm_extents[i].fe_flags &
+                             FIEMAP_EXTENT_UNWRITTEN);
+            }
+        }
+    }
+    close(fd);
+
+    /* Not a regular file: libc's answer, nothing filled. */
+    assert_int_equal(pipe(pipefd), 0);
+    assert_int_equal(posix_fallocate(pipefd[1], 0, 4096), ESPIPE);
+    cons_segfill_counts(&files0, &bytes0);
+    assert_int_equal(files0, files);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    tmpdir_remove(dir);
+}
+
 static unsigned keepalive_n;
 static raft_id keepalive_to[8];
 
@@ -1976,6 +2055,7 @@ int main(void)
         cmocka_unit_test(
             test_vote_lease_lets_a_vote_through_once_the_leader_is_silent),
         cmocka_unit_test(test_aio_context_is_destroyed_off_the_calling_thread),
+        cmocka_unit_test(test_fallocate_writes_the_new_part_of_the_file),
         cmocka_unit_test(test_voters_send_keepalives_to_the_other_voters),
     };
 
