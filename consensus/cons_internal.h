@@ -183,7 +183,8 @@ int cons_from_raft(int rv);
 
 /* The periodic store sync thread (syncer.c): with the store opened nosync,
  * store_sync() every interval_ms beside the libuv loop, and once more at
- * stop. interval_ms 0: no thread (the store syncs on every commit). */
+ * stop; and at most once a second, after a sync, store_unmap(). interval_ms
+ * 0: no thread (the store syncs on every commit). */
 struct cons_syncer {
     struct store *store;
     unsigned interval_ms;
@@ -194,6 +195,8 @@ struct cons_syncer {
     int running;
     uint64_t syncs;
     int64_t slow_logged_ms;
+    int64_t unmapped_ms; /* when store_unmap() last ran */
+    int unmap_failed;    /* logged once */
 };
 
 int cons_syncer_start(struct cons_syncer *sy,

@@ -13,6 +13,15 @@
  *
  * A flush slower than CONS_SYNC_SLOW_MS is logged (at most every 10 s) with
  * what to look at: it is the first sign of the slow-disk runbook.
+ *
+ * Once a second, after a flush, the thread also drops the process's
+ * page-table entries for the store's map (store_unmap()). LMDB reads each
+ * page it copies on write through its read-only map, and the kernel maps
+ * the 15 cached neighbours of every faulting page with it, so under writes
+ * the whole data file ended up mapped: RSS grew with the store (430 MB per
+ * node after the benchmark matrix), although the process holds none of it
+ * beyond the page cache. Dropped, only what was read in the last second is
+ * mapped; the page cache, and so the I/O, is the same.
  */
 #include <errno.h>
 #include <string.h>
@@ -24,6 +33,7 @@
 
 #define CONS_SYNC_SLOW_MS 500
 #define CONS_SYNC_SLOW_LOG_MS 10000
+#define CONS_UNMAP_MS 1000
 
 static void sync_once(struct cons_syncer *sy)
 {
@@ -48,6 +58,17 @@ static void sync_once(struct cons_syncer *sy)
              (long long)took, sy->interval_ms);
     }
     sy->syncs++;
+    if (t0 - sy->unmapped_ms >= CONS_UNMAP_MS) {
+        sy->unmapped_ms = t0;
+        rv = store_unmap(sy->store);
+        if (rv != 0 && !sy->unmap_failed) {
+            sy->unmap_failed = 1;
+            clog(CLOG_WARN, "cons",
+                 "store map release: %s: the store's pages stay mapped and "
+                 "count in this process's RSS (no other effect)",
+                 store_errmsg(sy->store));
+        }
+    }
 }
 
 static void *syncer_main(void *arg)

@@ -26,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "store_internal.h"
@@ -348,6 +351,42 @@ err_abort_txn:
     return rv;
 }
 
+/* Where LMDB mapped the data file: the mapping of the environment's map
+ * size at offset 0 of the file's device and inode in /proc/self/maps (LMDB
+ * reports the address only for MDB_FIXEDMAP). NULL if none matches. */
+static void *map_locate(struct store *s)
+{
+    MDB_envinfo info;
+    struct stat st;
+    char line[512];
+    void *found = NULL;
+    int fd;
+    FILE *f;
+
+    if (mdb_env_info(s->env, &info) != 0 ||
+        mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        return NULL;
+    }
+    s->map_len = info.me_mapsize;
+    f = fopen("/proc/self/maps", "re");
+    if (f == NULL) {
+        return NULL;
+    }
+    while (found == NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long long lo, hi, off, ino;
+        unsigned maj, min;
+
+        if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &lo, &hi, &off,
+                   &maj, &min, &ino) == 6 &&
+            ino == (unsigned long long)st.st_ino && maj == major(st.st_dev) &&
+            min == minor(st.st_dev) && off == 0 && hi - lo == s->map_len) {
+            found = (void *)(uintptr_t)lo;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 int store_env_open(struct store *s)
 {
     int rv;
@@ -387,6 +426,7 @@ int store_env_open(struct store *s)
     if (rv != 0) {
         goto err_close_env;
     }
+    s->map_addr = map_locate(s);
     return 0;
 
 err_close_env:
@@ -403,6 +443,7 @@ void store_env_close(struct store *s)
         }
         mdb_env_close(s->env);
         s->env = NULL;
+        s->map_addr = NULL;
     }
 }
 
@@ -564,6 +605,22 @@ int store_sync(struct store *s)
     if (rv == 0) {
         rv = archive_sync(s);
     }
+    return rv;
+}
+
+int store_unmap(struct store *s)
+{
+    int rv = 0;
+
+    pthread_rwlock_rdlock(&s->env_lock);
+    if (s->env == NULL || s->map_addr == NULL) {
+        rv = store_errf(s, STORE_IOERR,
+                        "the data file's map of %s was not found", s->dir);
+    } else if (madvise(s->map_addr, s->map_len, MADV_DONTNEED) != 0) {
+        rv = store_errf(s, STORE_IOERR, "madvise map of %s: %s", s->dir,
+                        strerror(errno));
+    }
+    pthread_rwlock_unlock(&s->env_lock);
     return rv;
 }
 

@@ -89,6 +89,15 @@ void store_close(struct store *s);
  * (fdatasync). Any thread. Needed only with nosync; a no-op cost otherwise. */
 int store_sync(struct store *s);
 
+/* Drop this process's page-table entries for the data file's map
+ * (madvise MADV_DONTNEED on the shared, read-only mapping). The pages stay
+ * in the page cache and the next read maps them again, so nothing is read
+ * from disk and concurrent readers see the same bytes. What it changes:
+ * pages the process has not read since no longer count in its RSS, and the
+ * kernel can reclaim them without unmapping them first. Any thread; 0, or
+ * STORE_IOERR if the map was not found. */
+int store_unmap(struct store *s);
+
 /* Detail of the last error on this handle (loop thread) or a static string. */
 const char *store_errmsg(const struct store *s);
 const char *store_strerror(int rv);

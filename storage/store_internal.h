@@ -149,6 +149,8 @@ struct store {
     MDB_dbi dbi[STORE_DB_N];
     char *dir;
     size_t map_size;
+    void *map_addr; /* the data file's map (map_locate), or NULL */
+    size_t map_len;
     int nosync;  /* MDB_NOSYNC: the owner calls store_sync() */
     int view;    /* dir is one data file opened read-only, without a lock
                   * (store_view_open) */

@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2102,12 +2103,58 @@ static void test_state_survives_close_and_reopen(void **state)
     assert_int_equal(report(f), 2);
 }
 
+/* Resident kB of this process's mappings of the data file in @dir. */
+static long mapped_kb(const char *dir)
+{
+    char want[PATH_MAX], line[PATH_MAX + 128];
+    unsigned long lo, hi;
+    int in_map = 0;
+    long kb = 0, v;
+    FILE *m = fopen("/proc/self/smaps", "r");
+
+    assert_non_null(m);
+    snprintf(want, sizeof want, "%s/data.mdb\n", dir);
+    while (fgets(line, sizeof line, m) != NULL) {
+        size_t n = strlen(line), w = strlen(want);
+
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+            in_map = n >= w && strcmp(line + n - w, want) == 0;
+        } else if (in_map && sscanf(line, "Rss: %ld kB", &v) == 1) {
+            kb += v;
+        }
+    }
+    fclose(m);
+    return kb;
+}
+
+/* store_unmap() leaves nothing of the data file mapped and changes nothing
+ * a reader or a writer sees. */
+static void test_unmap_drops_the_mapped_pages_only(void **state)
+{
+    struct fx *f = *state;
+    uint8_t before[STORE_DIGEST_SIZE], after[STORE_DIGEST_SIZE];
+
+    for (int i = 0; i < 300; i++) {
+        report(f);
+    }
+    digest(f, before); /* reads every page */
+    assert_true(mapped_kb(f->dir) > 0);
+    assert_int_equal(store_unmap(f->s), 0);
+    assert_int_equal(mapped_kb(f->dir), 0);
+    digest(f, after);
+    assert_memory_equal(before, after, STORE_DIGEST_SIZE);
+    assert_true(mapped_kb(f->dir) > 0);
+    assert_int_equal(state_of(f, 300), S(REPORTED));
+    assert_int_equal(report(f), 301);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_report_numbers_cases_and_stamps_the_command_time),
+        T(test_unmap_drops_the_mapped_pages_only),
         T(test_report_source_follows_role_unless_given),
         T(test_report_by_dispatcher_is_permission_denied),
         T(test_every_event_in_every_state_is_allowed_only_by_the_table),
