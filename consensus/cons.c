@@ -944,6 +944,7 @@ static void loop_stop(struct cons *c)
     c->parked_tail = NULL;
     uv_timer_stop(&c->timer);
     uv_check_stop(&c->check);
+    (void)cons_fsm_drain(&c->fsm); /* what is left replays at the next start */
     /* Pending raft_apply()/raft_barrier() callbacks fire from here. */
     raft_close(&c->raft, loop_raft_close_cb);
 }
@@ -1206,7 +1207,14 @@ static void timer_cb(uv_timer_t *timer)
 
 static void check_cb(uv_check_t *check)
 {
-    observe(check->data);
+    struct cons *c = check->data;
+
+    /* Entries a follower kept while answering the leader (fsm.c). A failure
+     * is retried by the next apply, as libraft would. */
+    if (!store_failed(c)) {
+        (void)cons_fsm_drain(&c->fsm);
+    }
+    observe(c);
 }
 
 /* Start. */
@@ -1372,6 +1380,7 @@ static int loop_start(struct cons *c)
         goto err_close_io;
     }
     cons_fsm_set_async(&c->fsm);
+    cons_fsm_set_deferred(&c->fsm);
     rv = raft_init(&c->raft, &c->io, &c->fsm, c->cfg.id, c->address);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "raft init %s: %s: %s", c->dir,

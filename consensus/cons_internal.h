@@ -39,6 +39,14 @@ int cons_entry_decode(const struct raft_buffer *buf,
  * and at close), so followers, where nobody reads them, leak nothing; on the
  * leader libraft runs the raft_apply callback right after apply returns, and
  * the callback borrows them. */
+/* An entry a follower applies after answering (cons_fsm_set_deferred). */
+struct cons_deferred {
+    struct cons_deferred *next;
+    uint64_t index;
+    size_t len;
+    unsigned char entry[]; /* a copy of libraft's buffer */
+};
+
 struct cons_fsm {
     struct raft *raft;         /* borrowed: the instance driving this fsm */
     struct store *store;       /* borrowed */
@@ -50,6 +58,10 @@ struct cons_fsm {
     uint64_t failed_index;
     char store_error[256];
     int async; /* version 3: the copy is made on the libuv threadpool */
+    int defer; /* followers apply after answering (cons_fsm_set_deferred) */
+    struct cons_deferred *deferred_head;
+    struct cons_deferred *deferred_tail;
+    uint64_t deferred; /* entries ever deferred */
     int thin;  /* snapshots are thin: see cons_fsm_set_thin() */
     /* Thin snapshots: the io's own snapshot_get, and the loop whose
      * threadpool makes the full copies. */
@@ -62,6 +74,20 @@ struct cons_fsm {
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
  * yet: only its address is kept. Returns 0 or CONS_NOMEM. */
 int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
+/* Followers apply after answering. libraft 0.15 applies newly committed
+ * entries on a follower before it sends the AppendEntries result
+ * (replication.c appendFollowerCb), so every reply waited for the store
+ * work of the entries before it. With this set, apply() on a follower only
+ * copies the entry into a queue and returns; the owner calls
+ * cons_fsm_drain() once per loop turn (after the I/O callbacks, so after
+ * the reply went out). Everything that must see the whole applied state
+ * drains first: apply() off the follower path, snapshot(), restore(). A
+ * failed entry stays first in line and turns deferral off until it applies,
+ * so a failing store behaves as before (the next apply() fails too). */
+void cons_fsm_set_deferred(struct raft_fsm *fsm);
+/* Apply the queued entries in order; 0, or the failure of the first that
+ * the store refused (it stays queued). */
+int cons_fsm_drain(struct raft_fsm *fsm);
 /* libraft's TCP transport with TCP_NODELAY on every connection
  * (transport.c). t must stay the first member. */
 struct cons_transport {

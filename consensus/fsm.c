@@ -24,6 +24,16 @@
  *   follower to RAFT_UNAVAILABLE for good: such a follower recovers only
  *   when it is restarted (cons_stop + cons_start; the log replays and the
  *   store skips what it holds). cons.c reports that as state UNAVAILABLE.
+ * - Followers apply after answering (cons_fsm_set_deferred(), on in
+ *   cityopsd): libraft applies committed entries on a follower before it
+ *   sends the AppendEntries result, so apply() there only queues a copy and
+ *   cons.c drains the queue after the loop turn's I/O callbacks. libraft's
+ *   last_applied may then run a loop turn ahead of the store; snapshot() and
+ *   restore() drain first, and any apply() that is not deferred drains
+ *   before it applies, so the order is the log's and a snapshot never
+ *   stands for an entry the store lacks. A queued entry the store refuses
+ *   stays first, deferral stops while the store is failed, and the next
+ *   apply() returns the failure as it did before.
  * - restore() runs on an InstallSnapshot and at every start that finds a
  *   snapshot. libraft frees the buffer itself when restore() fails, so we free
  *   it only on success.
@@ -104,16 +114,17 @@ static void fsm_results_drop(struct cons_fsm *f)
     memset(&f->last, 0, sizeof f->last);
 }
 
-static int
-fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+/* Apply the entry at @index into @out (zeroed on failure); the failure
+ * episode bookkeeping for both the direct and the deferred path. */
+static int fsm_apply_at(struct cons_fsm *f,
+                        uint64_t index,
+                        const struct raft_buffer *buf,
+                        struct store_results *out)
 {
-    struct cons_fsm *f = fsm->data;
-    uint64_t index = raft_last_applied(f->raft) + 1;
     const void *payload = buf->base;
     size_t len = buf->len;
     int rv;
 
-    fsm_results_drop(f);
     if (cons_entry_decode(buf, &payload, &len) != 0) {
         /* Every node sees the same bytes: let storage record the entry as
          * an undecodable batch rather than stop the node. */
@@ -122,10 +133,9 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
         payload = buf->base;
         len = buf->len;
     }
-    rv = store_apply_batch(f->store, index, payload, len, &f->last);
+    rv = store_apply_batch(f->store, index, payload, len, out);
     if (rv != 0) {
-        memset(&f->last, 0, sizeof f->last);
-        *result = NULL;
+        memset(out, 0, sizeof *out);
         if (!f->store_failed || f->failed_index != index) {
             clog(CLOG_ERROR, "cons",
                  "apply %llu: %s: %s (this node applies nothing more until "
@@ -146,6 +156,85 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
         f->store_failed = 0;
         f->failed_index = 0;
         f->store_error[0] = '\0';
+    }
+    return 0;
+}
+
+int cons_fsm_drain(struct raft_fsm *fsm)
+{
+    struct cons_fsm *f = fsm->data;
+
+    while (f != NULL && f->deferred_head != NULL) {
+        struct cons_deferred *d = f->deferred_head;
+        struct raft_buffer buf = {.base = d->entry, .len = d->len};
+        struct store_results res;
+        int rv;
+
+        memset(&res, 0, sizeof res);
+        rv = fsm_apply_at(f, d->index, &buf, &res);
+        if (rv != 0) {
+            return rv; /* stays first in line */
+        }
+        store_results_free(&res);
+        f->deferred_head = d->next;
+        if (f->deferred_head == NULL) {
+            f->deferred_tail = NULL;
+        }
+        free(d);
+    }
+    return 0;
+}
+
+/* A follower keeps the entry for cons_fsm_drain() and answers at once, so
+ * that libraft sends the AppendEntries result before the store work (see
+ * cons_fsm_set_deferred()). 0 if kept, -1 to apply it now. */
+static int fsm_defer(struct cons_fsm *f,
+                     uint64_t index,
+                     const struct raft_buffer *buf)
+{
+    struct cons_deferred *d;
+
+    if (!f->defer || f->store_failed ||
+        raft_state(f->raft) != RAFT_FOLLOWER) {
+        return -1;
+    }
+    d = malloc(sizeof *d + buf->len);
+    if (d == NULL) {
+        return -1;
+    }
+    d->next = NULL;
+    d->index = index;
+    d->len = buf->len;
+    memcpy(d->entry, buf->base, buf->len);
+    if (f->deferred_tail != NULL) {
+        f->deferred_tail->next = d;
+    } else {
+        f->deferred_head = d;
+    }
+    f->deferred_tail = d;
+    f->deferred++;
+    return 0;
+}
+
+static int
+fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct cons_fsm *f = fsm->data;
+    uint64_t index = raft_last_applied(f->raft) + 1;
+    int rv;
+
+    fsm_results_drop(f);
+    *result = NULL;
+    if (fsm_defer(f, index, buf) == 0) {
+        return 0;
+    }
+    /* Entries kept earlier go first; if one still fails, so does this. */
+    rv = cons_fsm_drain(fsm);
+    if (rv == 0) {
+        rv = fsm_apply_at(f, index, buf, &f->last);
+    }
+    if (rv != 0) {
+        return rv;
     }
     f->have_last = 1;
     *result = &f->last;
@@ -222,6 +311,10 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     struct cons_fsm *f = fsm->data;
     int rv;
 
+    /* The snapshot stands for every entry libraft counts as applied. */
+    if (cons_fsm_drain(fsm) != 0) {
+        return RAFT_BUSY; /* libraft tries again at a later apply */
+    }
     if (f->async) {
         /* The copy is made by fsm_snapshot_async() on the threadpool. */
         *bufs = NULL;
@@ -279,6 +372,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int replaced = 0;
     int rv;
 
+    (void)cons_fsm_drain(fsm); /* a failure stays logged, the store is checked below */
     local_index = store_applied_index(f->store);
     if (store_snapshot_is_thin(buf->base, buf->len, &snap_index)) {
         /* It stands for this store: usable only if the store holds it. */
@@ -464,6 +558,13 @@ void cons_fsm_set_thin(struct raft_fsm *fsm,
     io->snapshot_get = thin_snapshot_get;
 }
 
+void cons_fsm_set_deferred(struct raft_fsm *fsm)
+{
+    struct cons_fsm *f = fsm->data;
+
+    f->defer = 1;
+}
+
 void cons_fsm_set_async(struct raft_fsm *fsm)
 {
     struct cons_fsm *f = fsm->data;
@@ -481,6 +582,12 @@ void cons_fsm_close(struct raft_fsm *fsm)
         return;
     }
     fsm_results_drop(f);
+    while (f->deferred_head != NULL) {
+        struct cons_deferred *d = f->deferred_head;
+
+        f->deferred_head = d->next;
+        free(d);
+    }
     raft_free(f);
     fsm->data = NULL;
 }

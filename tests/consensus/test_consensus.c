@@ -377,6 +377,74 @@ static void test_three_servers_apply_a_batch_to_identical_stores(void **state)
     cluster_free(cl);
 }
 
+/* With deferral (cons_fsm_set_deferred) a follower's apply() only queues
+ * the entry: libraft counts it applied, the store has it after
+ * cons_fsm_drain(), and a snapshot drains first so that it never stands
+ * for entries the store lacks. The leader applies at once (its callbacks
+ * need the results). The fixture has no loop turn, so the test drains. */
+static void test_followers_apply_after_answering(void **state)
+{
+    struct cluster *cl = cluster_new(3, 4, 2);
+    struct applied a;
+    raft_index index;
+    unsigned leader;
+    unsigned i;
+    int k;
+
+    (void)state;
+    for (i = 0; i < cl->n; i++) {
+        cons_fsm_set_deferred(&cl->fsms[i]);
+    }
+    leader = cluster_leader(cl);
+    index = cluster_propose(cl, leader, &a, 2, "deferred");
+    assert_true(raft_fixture_step_until_applied(&cl->f, cl->n, index, STEP_MS));
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.n, 2);
+    assert_int_equal(a.store_index, index); /* the leader applied in place */
+    for (i = 0; i < cl->n; i++) {
+        struct cons_fsm *f = cl->fsms[i].data;
+
+        if (i == leader) {
+            assert_int_equal(f->deferred, 0);
+            continue;
+        }
+        assert_true(f->deferred >= 1);
+        assert_int_equal(store_case_count(cl->stores[i]), 0);
+        assert_int_equal(cons_fsm_drain(&cl->fsms[i]), 0);
+        assert_int_equal(store_case_count(cl->stores[i]), 2);
+        assert_int_equal(store_applied_index(cl->stores[i]), index);
+        assert_same_digest(cl->stores[leader], cl->stores[i]);
+    }
+
+    /* Past the snapshot threshold, without draining: every snapshot a
+     * follower takes finds the store at its index. */
+    for (k = 0; k < 9; k++) {
+        char tag[16];
+
+        snprintf(tag, sizeof tag, "snap%d", k);
+        index = cluster_propose(cl, leader, &a, 1, tag);
+        assert_true(
+            raft_fixture_step_until_applied(&cl->f, cl->n, index, STEP_MS));
+        for (i = 0; i < cl->n; i++) {
+            struct raft *r = raft_fixture_get(&cl->f, i);
+
+            assert_true(store_applied_index(cl->stores[i]) >=
+                        r->log.snapshot.last_index);
+        }
+    }
+    for (i = 0; i < cl->n; i++) {
+        struct raft *r = raft_fixture_get(&cl->f, i);
+
+        if (i != leader) {
+            assert_true(r->log.snapshot.last_index > 0);
+        }
+        assert_int_equal(cons_fsm_drain(&cl->fsms[i]), 0);
+        assert_int_equal(store_case_count(cl->stores[i]), 11);
+        assert_same_digest(cl->stores[leader], cl->stores[i]);
+    }
+    cluster_free(cl);
+}
+
 static void test_lagging_follower_catches_up_through_a_snapshot(void **state)
 {
     struct cluster *cl = cluster_new(3, 4, 2);
@@ -2023,6 +2091,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_sees_the_entry_index_even_after_a_barrier),
         cmocka_unit_test(test_three_servers_apply_a_batch_to_identical_stores),
+        cmocka_unit_test(test_followers_apply_after_answering),
         cmocka_unit_test(test_lagging_follower_catches_up_through_a_snapshot),
         cmocka_unit_test(test_new_leader_after_a_kill_keeps_applied_entries),
         cmocka_unit_test(test_added_voter_catches_up_through_a_snapshot),
