@@ -110,6 +110,7 @@ struct cons {
     struct cons_syncer syncer; /* periodic store_sync(), its own thread */
     /* Votes: the leader lease (lease.c) and the io callbacks it wraps. */
     struct cons_lease lease;
+    struct cons_probe probe; /* is the silent leader's process gone? */
     int (*io_start)(struct raft_io *io,
                     unsigned msecs,
                     raft_io_tick_cb tick,
@@ -944,6 +945,7 @@ static void loop_stop(struct cons *c)
     c->parked_tail = NULL;
     uv_timer_stop(&c->timer);
     uv_check_stop(&c->check);
+    cons_probe_close(&c->probe);
     (void)cons_fsm_drain(&c->fsm); /* what is left replays at the next start */
     /* Pending raft_apply()/raft_barrier() callbacks fire from here. */
     raft_close(&c->raft, loop_raft_close_cb);
@@ -1188,6 +1190,75 @@ static void keepalive(struct cons *c)
     cons_transport_keepalive(&c->raft, &c->io);
 }
 
+/* The leader's host refused a connection to its Raft port: the process is
+ * gone (probe.c). Stop waiting for the randomized election timeout: the
+ * lease counts as expired, and the election timer is made to expire within
+ * a heartbeat (a random part of one, so that two survivors seldom start
+ * together). The election itself is libraft's (pre-vote, then vote); the
+ * other voters grant it by their own lease, so one node's view never deposes
+ * a leader the others still hear. */
+static void leader_gone(void *arg, raft_id id)
+{
+    struct cons *c = arg;
+    struct raft *r = &c->raft;
+    const char *address = NULL;
+    raft_id leader = 0;
+
+    raft_leader(r, &leader, &address);
+    if (c->stopping || raft_state(r) != RAFT_FOLLOWER || leader != id) {
+        return;
+    }
+    cons_lease_gone(&c->lease);
+#ifdef CONS_LIBRAFT_0_15
+    {
+        raft_time now = c->io.time(&c->io);
+        raft_time elapsed = now - r->election_timer_start;
+        unsigned spread = (unsigned)c->io.random(
+            &c->io, 0, (int)c->cfg.heartbeat_ms);
+
+        if (r->follower_state.randomized_election_timeout >
+            elapsed + spread) {
+            r->follower_state.randomized_election_timeout =
+                (unsigned)(elapsed + spread);
+        }
+    }
+#endif
+    clog(CLOG_INFO, "cons",
+         "leader %llu: %s refuses connections, its process is gone; "
+         "electing a new leader without waiting out the election timeout",
+         (unsigned long long)id, address != NULL ? address : "?");
+}
+
+/* A voter follower whose leader has been silent for 2.5 heartbeats asks
+ * the leader's host whether the process is still there (probe.c), at most
+ * once a heartbeat. */
+static void leader_probe(struct cons *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    raft_time now = c->io.time(&c->io);
+    const char *address = NULL;
+    raft_id leader = 0;
+    unsigned i;
+
+    if (raft_state(&c->raft) != RAFT_FOLLOWER || c->lease.gone ||
+        !c->lease.heard ||
+        now - c->lease.last_leader < c->cfg.heartbeat_ms * 5 / 2 ||
+        c->probe.busy || now_ms() - c->probe.started_ms < c->cfg.heartbeat_ms) {
+        return;
+    }
+    raft_leader(&c->raft, &leader, &address);
+    if (leader == 0 || address == NULL) {
+        return;
+    }
+    for (i = 0; i < conf->n && conf->servers[i].id != c->cfg.id; i++) {
+    }
+    if (i == conf->n || conf->servers[i].role != RAFT_VOTER) {
+        return;
+    }
+    c->probe.started_ms = now_ms();
+    (void)cons_probe_start(&c->probe, leader, address);
+}
+
 static void timer_cb(uv_timer_t *timer)
 {
     struct cons *c = timer->data;
@@ -1197,6 +1268,7 @@ static void timer_cb(uv_timer_t *timer)
         return;
     }
     keepalive(c);
+    leader_probe(c);
     nudge(c);
     step_down(c);
     auto_promote(c);
@@ -1407,6 +1479,7 @@ static int loop_start(struct cons *c)
     raft_set_election_timeout(&c->raft, c->cfg.election_ms);
     raft_set_pre_vote(&c->raft, true);
     cons_lease_init(&c->lease, c->cfg.election_ms);
+    cons_probe_init(&c->probe, &c->loop, leader_gone, c);
     c->io_start = c->io.start;
     c->io.start = lease_start;
     if (c->cfg.snapshot_first) {

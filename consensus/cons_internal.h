@@ -125,6 +125,8 @@ struct cons_lease {
     unsigned election_ms; /* the minimum election timeout */
     raft_time last_leader; /* io time a leader last reached this node */
     int heard;             /* last_leader is set */
+    int gone;              /* the leader's host refused a connection (probe.c)
+                            * and no leader reached this node since */
     uint64_t widened;      /* vote requests passed on as lease expired */
 };
 void cons_lease_init(struct cons_lease *l, unsigned election_ms);
@@ -140,6 +142,34 @@ int cons_lease_recv(struct cons_lease *l,
 /* 1 if a leader reached this node once but not in the last election
  * timeout: the leader libraft may still name is presumed gone. */
 int cons_lease_expired(const struct cons_lease *l, raft_time now);
+/* The leader is known to be gone (its host refused a connection to its Raft
+ * port): the lease counts as expired until a leader reaches this node. */
+void cons_lease_gone(struct cons_lease *l);
+
+/* probe.c: one TCP connection attempt to the leader's Raft address (loop
+ * thread); a refused one is reported to @refused. */
+struct cons_probe {
+    struct uv_loop_s *loop;
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    int busy;       /* tcp is open (an attempt or its close in progress) */
+    int closed;     /* cons_probe_close() was called */
+    raft_id target; /* the member probed */
+    uint64_t started_ms;
+    uint64_t probes;
+    uint64_t refused;
+    void (*refused_cb)(void *arg, raft_id id);
+    void *arg;
+};
+void cons_probe_init(struct cons_probe *p,
+                     struct uv_loop_s *loop,
+                     void (*refused)(void *arg, raft_id id),
+                     void *arg);
+/* Try to connect to @address (numeric only) for member @id. 0 if started;
+ * -1 if busy, closed, not numeric or not startable. */
+int cons_probe_start(struct cons_probe *p, raft_id id, const char *address);
+/* At stop: close the handle if open; no attempt starts afterwards. */
+void cons_probe_close(struct cons_probe *p);
 
 /* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
  * (io->async_work; the uv io must be version 2). Not for the fixture, which

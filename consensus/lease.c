@@ -17,7 +17,13 @@
  * libraft already honours for leadership transfer. Within the lease nothing
  * changes. Safety does not depend on this check (terms and log comparison
  * still decide every vote); it only decides how long a dead leader holds up
- * the election. */
+ * the election.
+ *
+ * A follower may also learn that the leader is gone for certain: its host
+ * refused a connection to the leader's Raft port (probe.c). Then the lease
+ * counts as expired at once (cons_lease_gone()) until a leader reaches the
+ * node again. That is this node's own evidence; the other voters weigh a
+ * vote request by their own lease as always. */
 #include "consensus/cons_internal.h"
 
 void cons_lease_init(struct cons_lease *l, unsigned election_ms)
@@ -25,6 +31,7 @@ void cons_lease_init(struct cons_lease *l, unsigned election_ms)
     l->election_ms = election_ms;
     l->last_leader = 0;
     l->heard = 0;
+    l->gone = 0;
     l->widened = 0;
 }
 
@@ -41,6 +48,7 @@ int cons_lease_recv(struct cons_lease *l,
         case RAFT_IO_TIMEOUT_NOW:
             l->last_leader = now;
             l->heard = 1;
+            l->gone = 0;
             return 0;
         case RAFT_IO_REQUEST_VOTE:
             break;
@@ -51,7 +59,7 @@ int cons_lease_recv(struct cons_lease *l,
     if (state != RAFT_FOLLOWER || v->disrupt_leader) {
         return 0;
     }
-    if (l->heard && now - l->last_leader < l->election_ms) {
+    if (!l->gone && l->heard && now - l->last_leader < l->election_ms) {
         return 0;
     }
     v->disrupt_leader = true;
@@ -61,5 +69,10 @@ int cons_lease_recv(struct cons_lease *l,
 
 int cons_lease_expired(const struct cons_lease *l, raft_time now)
 {
-    return l->heard && now - l->last_leader >= l->election_ms;
+    return l->gone || (l->heard && now - l->last_leader >= l->election_ms);
+}
+
+void cons_lease_gone(struct cons_lease *l)
+{
+    l->gone = 1;
 }

@@ -1913,6 +1913,105 @@ static void test_vote_lease_lets_a_vote_through_once_the_leader_is_silent(
     assert_int_equal(l.widened, 3);
 }
 
+/* A leader found gone (probe.c) expires the lease at once, until a leader
+ * reaches the node again. */
+static void test_vote_lease_expires_when_the_leader_is_gone(void **state)
+{
+    struct cons_lease l;
+    struct raft_message ae = {.type = RAFT_IO_APPEND_ENTRIES};
+    struct raft_message vote = {.type = RAFT_IO_REQUEST_VOTE};
+
+    (void)state;
+    cons_lease_init(&l, 1000);
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5000, &ae), 0);
+    assert_false(cons_lease_expired(&l, 5300));
+    cons_lease_gone(&l);
+    assert_true(cons_lease_expired(&l, 5300));
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5300, &vote), 1);
+    assert_true(vote.request_vote.disrupt_leader);
+    /* A leader's message: the lease holds again. */
+    vote.request_vote.disrupt_leader = false;
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5400, &ae), 0);
+    assert_false(cons_lease_expired(&l, 5500));
+    assert_int_equal(cons_lease_recv(&l, RAFT_FOLLOWER, 5500, &vote), 0);
+    assert_false(vote.request_vote.disrupt_leader);
+}
+
+static raft_id probe_refused_id;
+static int probe_refused_n;
+
+static void probe_refused(void *arg, raft_id id)
+{
+    (void)arg;
+    probe_refused_id = id;
+    probe_refused_n++;
+}
+
+/* A listener that never accepts: the connection is made, nothing read. */
+static void probe_listener_cb(uv_stream_t *server, int status)
+{
+    (void)server;
+    (void)status;
+}
+
+/* Run @loop until @p's attempt is over (bounded). */
+static void probe_wait(uv_loop_t *loop, struct cons_probe *p)
+{
+    for (int i = 0; i < 1000 && p->busy; i++) {
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    assert_false(p->busy);
+}
+
+/* The probe reports a port nothing listens on, and only that: a listening
+ * port (even one that never answers the handshake) or a host name reports
+ * nothing. */
+static void test_probe_reports_only_a_refused_connection(void **state)
+{
+    uv_loop_t loop;
+    uv_tcp_t server;
+    struct sockaddr_in sa;
+    struct cons_probe p;
+    char address[64];
+    int port;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(netport_free(&port, 1), 0);
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    probe_refused_n = 0;
+    cons_probe_init(&p, &loop, probe_refused, NULL);
+
+    /* Something listens: no report. */
+    assert_int_equal(uv_tcp_init(&loop, &server), 0);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", port, &sa), 0);
+    assert_int_equal(uv_tcp_bind(&server, (const struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(
+        uv_listen((uv_stream_t *)&server, 4, probe_listener_cb), 0);
+    assert_int_equal(cons_probe_start(&p, 7, address), 0);
+    assert_int_equal(cons_probe_start(&p, 7, address), -1); /* busy */
+    probe_wait(&loop, &p);
+    assert_int_equal(probe_refused_n, 0);
+
+    /* Nothing listens any more: reported once, with the member's id. */
+    uv_close((uv_handle_t *)&server, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(cons_probe_start(&p, 7, address), 0);
+    probe_wait(&loop, &p);
+    assert_int_equal(probe_refused_n, 1);
+    assert_int_equal(probe_refused_id, 7);
+    assert_int_equal(p.refused, 1);
+
+    /* Not numeric, or closed: no attempt. */
+    assert_int_equal(cons_probe_start(&p, 7, "leader.example:9000"), -1);
+    assert_int_equal(cons_probe_start(&p, 7, "127.0.0.1"), -1);
+    cons_probe_close(&p);
+    assert_int_equal(cons_probe_start(&p, 7, address), -1);
+    assert_int_equal(p.probes, 2);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* io_destroy(2) through syscall() (libraft's path) returns at once and the
  * context is destroyed by the reaper shortly after; other calls pass through
  * with their result and errno. */
@@ -2123,6 +2222,8 @@ int main(void)
         cmocka_unit_test(test_full_store_refuses_writes_with_storefail),
         cmocka_unit_test(
             test_vote_lease_lets_a_vote_through_once_the_leader_is_silent),
+        cmocka_unit_test(test_vote_lease_expires_when_the_leader_is_gone),
+        cmocka_unit_test(test_probe_reports_only_a_refused_connection),
         cmocka_unit_test(test_aio_context_is_destroyed_off_the_calling_thread),
         cmocka_unit_test(test_fallocate_writes_the_new_part_of_the_file),
         cmocka_unit_test(test_voters_send_keepalives_to_the_other_voters),

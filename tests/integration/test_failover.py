@@ -63,6 +63,12 @@ class FailoverTest(unittest.TestCase):
             survivors = c.live()
             new = c.leader(among=survivors, timeout=30)
             self.assertNotEqual(new.id, old.id)
+            # The killed leader's port refuses connections: a survivor saw
+            # that and did not wait out its election timeout.
+            gone = "leader %d: %s refuses connections" % (old.id, old.raft)
+            self.assertTrue(any(gone in open(n.log).read()
+                                for n in survivors),
+                            "no survivor logged %r" % gone)
             wait_for("writes acknowledged after the kill",
                      lambda: any(t0 > t_kill and ok for w in writers
                                  for t0, _, ok in w.times), 30)
