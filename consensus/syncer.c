@@ -58,15 +58,15 @@ static void sync_once(struct cons_syncer *sy)
              (long long)took, sy->interval_ms);
     }
     sy->syncs++;
-    if (t0 - sy->unmapped_ms >= CONS_UNMAP_MS) {
+    if (!sy->unmap_failed && t0 - sy->unmapped_ms >= CONS_UNMAP_MS) {
         sy->unmapped_ms = t0;
-        rv = store_unmap(sy->store);
-        if (rv != 0 && !sy->unmap_failed) {
+        if (store_unmap(sy->store) != 0) {
             sy->unmap_failed = 1;
             clog(CLOG_WARN, "cons",
-                 "store map release: %s: the store's pages stay mapped and "
-                 "count in this process's RSS (no other effect)",
-                 store_errmsg(sy->store));
+                 "store map release failed (map not found in "
+                 "/proc/self/maps, or madvise refused): the store's pages "
+                 "stay mapped and count in this process's RSS; nothing "
+                 "else changes");
         }
     }
 }

@@ -27,8 +27,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "store_internal.h"
@@ -351,35 +349,49 @@ err_abort_txn:
     return rv;
 }
 
-/* Where LMDB mapped the data file: the mapping of the environment's map
- * size at offset 0 of the file's device and inode in /proc/self/maps (LMDB
- * reports the address only for MDB_FIXEDMAP). NULL if none matches. */
+/* Where LMDB mapped the data file (it reports the address only for
+ * MDB_FIXEDMAP): the mapping in /proc/self/maps of the environment's map
+ * size that holds a value read in a read-only transaction (values of such
+ * a transaction point into the map). NULL if none is found. */
 static void *map_locate(struct store *s)
 {
     MDB_envinfo info;
-    struct stat st;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi main_dbi;
+    MDB_val key, val;
+    uintptr_t inside = 0;
     char line[512];
     void *found = NULL;
-    int fd;
     FILE *f;
 
     if (mdb_env_info(s->env, &info) != 0 ||
-        mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0) {
         return NULL;
     }
+    /* The main database lists the named ones: never empty here. */
+    if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 &&
+        mdb_cursor_open(txn, main_dbi, &cur) == 0 &&
+        mdb_cursor_get(cur, &key, &val, MDB_FIRST) == 0) {
+        inside = (uintptr_t)val.mv_data;
+    }
+    if (cur != NULL) {
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
     s->map_len = info.me_mapsize;
+    if (inside == 0) {
+        return NULL;
+    }
     f = fopen("/proc/self/maps", "re");
     if (f == NULL) {
         return NULL;
     }
     while (found == NULL && fgets(line, sizeof line, f) != NULL) {
-        unsigned long long lo, hi, off, ino;
-        unsigned maj, min;
+        unsigned long long lo, hi;
 
-        if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &lo, &hi, &off,
-                   &maj, &min, &ino) == 6 &&
-            ino == (unsigned long long)st.st_ino && maj == major(st.st_dev) &&
-            min == minor(st.st_dev) && off == 0 && hi - lo == s->map_len) {
+        if (sscanf(line, "%llx-%llx", &lo, &hi) == 2 && lo <= inside &&
+            inside < hi && hi - lo == s->map_len) {
             found = (void *)(uintptr_t)lo;
         }
     }
@@ -612,13 +624,12 @@ int store_unmap(struct store *s)
 {
     int rv = 0;
 
+    /* No store_errf(): this runs beside the loop thread, whose errors the
+     * message buffer holds. */
     pthread_rwlock_rdlock(&s->env_lock);
-    if (s->env == NULL || s->map_addr == NULL) {
-        rv = store_errf(s, STORE_IOERR,
-                        "the data file's map of %s was not found", s->dir);
-    } else if (madvise(s->map_addr, s->map_len, MADV_DONTNEED) != 0) {
-        rv = store_errf(s, STORE_IOERR, "madvise map of %s: %s", s->dir,
-                        strerror(errno));
+    if (s->env == NULL || s->map_addr == NULL ||
+        madvise(s->map_addr, s->map_len, MADV_DONTNEED) != 0) {
+        rv = STORE_IOERR;
     }
     pthread_rwlock_unlock(&s->env_lock);
     return rv;

@@ -95,7 +95,8 @@ int store_sync(struct store *s);
  * from disk and concurrent readers see the same bytes. What it changes:
  * pages the process has not read since no longer count in its RSS, and the
  * kernel can reclaim them without unmapping them first. Any thread; 0, or
- * STORE_IOERR if the map was not found. */
+ * STORE_IOERR if the map was not found or madvise failed (no message is
+ * set: the caller says what it was doing). */
 int store_unmap(struct store *s);
 
 /* Detail of the last error on this handle (loop thread) or a static string. */
