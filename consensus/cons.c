@@ -111,6 +111,10 @@ struct cons {
     /* Votes: the leader lease (lease.c) and the io callbacks it wraps. */
     struct cons_lease lease;
     struct cons_probe probe; /* is the silent leader's process gone? */
+    /* A follower's kept entry the store refused (fsm.c): when to retry it,
+     * and when a leader that could not apply it may try to become ready. */
+    uint64_t drain_retry_ms;
+    uint64_t lead_retry_ms;
     int (*io_start)(struct raft_io *io,
                     unsigned msecs,
                     raft_io_tick_cb tick,
@@ -477,6 +481,12 @@ static void lead_barrier_cb(struct raft_barrier *req, int status)
     if (raft_state(&c->raft) != RAFT_LEADER || c->raft.current_term != term) {
         return;
     }
+    /* Ready means the store holds everything before the barrier, entries it
+     * kept as a follower included (fsm.c). */
+    if (cons_fsm_drain(&c->fsm) != 0) {
+        c->lead_retry_ms = now_ms() + CONS_NUDGE_MS;
+        return;
+    }
     c->ready_term = term;
     clog(CLOG_INFO, "cons", "leader ready: barrier %llu applied (term %llu)",
          (unsigned long long)index, (unsigned long long)term);
@@ -605,7 +615,7 @@ static void observe(struct cons *c)
     cons_change_tick(&c->change, c->stopping);
 
     if (state == RAFT_LEADER && !c->stopping && c->ready_term != term &&
-        c->barrier_term != term) {
+        c->barrier_term != term && now_ms() >= c->lead_retry_ms) {
         lead_barrier_start(c);
     }
     status_refresh(c, leader_id);
@@ -1240,6 +1250,12 @@ static void leader_probe(struct cons *c)
     raft_id leader = 0;
     unsigned i;
 
+    /* A SYN to a host that is down waits for the kernel's retries (minutes):
+     * give up after an election timeout, so the next leader can be asked. */
+    if (c->probe.busy &&
+        now_ms() - c->probe.started_ms >= c->cfg.election_ms) {
+        cons_probe_cancel(&c->probe);
+    }
     if (raft_state(&c->raft) != RAFT_FOLLOWER || c->lease.gone ||
         !c->lease.heard ||
         now - c->lease.last_leader < c->cfg.heartbeat_ms * 5 / 2 ||
@@ -1281,10 +1297,13 @@ static void check_cb(uv_check_t *check)
 {
     struct cons *c = check->data;
 
-    /* Entries a follower kept while answering the leader (fsm.c). A failure
-     * is retried by the next apply, as libraft would. */
-    if (!store_failed(c)) {
-        (void)cons_fsm_drain(&c->fsm);
+    /* Entries a follower kept while answering the leader (fsm.c). One the
+     * store refused is retried once a second (libraft counts it applied and
+     * will not hand it over again), and by the next apply. */
+    if (!store_failed(c) || now_ms() >= c->drain_retry_ms) {
+        if (cons_fsm_drain(&c->fsm) != 0) {
+            c->drain_retry_ms = now_ms() + CONS_NUDGE_MS;
+        }
     }
     observe(c);
 }

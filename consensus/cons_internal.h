@@ -83,7 +83,10 @@ int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
  * the reply went out). Everything that must see the whole applied state
  * drains first: apply() off the follower path, snapshot(), restore(). A
  * failed entry stays first in line and turns deferral off until it applies,
- * so a failing store behaves as before (the next apply() fails too). */
+ * so a failing store behaves as before (the next apply() fails too); libraft
+ * will not hand that entry over again, so the owner retries the drain
+ * itself (cons.c: once a second, and before a new leader declares itself
+ * ready). */
 void cons_fsm_set_deferred(struct raft_fsm *fsm);
 /* Apply the queued entries in order; 0, or the failure of the first that
  * the store refused (it stays queued). */
@@ -168,7 +171,9 @@ void cons_probe_init(struct cons_probe *p,
 /* Try to connect to @address (numeric only) for member @id. 0 if started;
  * -1 if busy, closed, not numeric or not startable. */
 int cons_probe_start(struct cons_probe *p, raft_id id, const char *address);
-/* At stop: close the handle if open; no attempt starts afterwards. */
+/* Give up the attempt in progress, if any (it reports nothing). */
+void cons_probe_cancel(struct cons_probe *p);
+/* At stop: cancel; no attempt starts afterwards. */
 void cons_probe_close(struct cons_probe *p);
 
 /* Switch @fsm to version 3: snapshots are copied on the libuv threadpool
@@ -252,7 +257,7 @@ struct cons_syncer {
     uint64_t syncs;
     int64_t slow_logged_ms;
     int64_t unmapped_ms; /* when store_unmap() last ran */
-    int unmap_failed;    /* logged once */
+    int unmap_failed;    /* logged once; not tried again */
 };
 
 int cons_syncer_start(struct cons_syncer *sy,

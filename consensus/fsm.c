@@ -28,7 +28,8 @@
  *   cityopsd): libraft applies committed entries on a follower before it
  *   sends the AppendEntries result, so apply() there only queues a copy and
  *   cons.c drains the queue after the loop turn's I/O callbacks. libraft's
- *   last_applied may then run a loop turn ahead of the store; snapshot() and
+ *   last_applied may then run a loop turn ahead of the store (longer while
+ *   the store refuses a kept entry: cons.c retries it); snapshot() and
  *   restore() drain first, and any apply() that is not deferred drains
  *   before it applies, so the order is the log's and a snapshot never
  *   stands for an entry the store lacks. A queued entry the store refuses
@@ -183,6 +184,28 @@ int cons_fsm_drain(struct raft_fsm *fsm)
         free(d);
     }
     return 0;
+}
+
+/* After a restore: kept entries the store now holds are dropped, and a
+ * failure episode about one of them ends. */
+static void fsm_drop_applied(struct cons_fsm *f)
+{
+    uint64_t applied = store_applied_index(f->store);
+
+    while (f->deferred_head != NULL && f->deferred_head->index <= applied) {
+        struct cons_deferred *d = f->deferred_head;
+
+        f->deferred_head = d->next;
+        free(d);
+    }
+    if (f->deferred_head == NULL) {
+        f->deferred_tail = NULL;
+    }
+    if (f->store_failed && f->failed_index <= applied) {
+        f->store_failed = 0;
+        f->failed_index = 0;
+        f->store_error[0] = '\0';
+    }
 }
 
 /* A follower keeps the entry for cons_fsm_drain() and answers at once, so
@@ -398,6 +421,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         }
     }
     fsm_results_drop(f);
+    fsm_drop_applied(f);
     if (replaced) {
         clog(CLOG_INFO, "cons",
              "restored snapshot at index %llu: local state (index %llu) "

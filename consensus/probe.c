@@ -119,10 +119,15 @@ int cons_probe_start(struct cons_probe *p, raft_id id, const char *address)
     return 0;
 }
 
-void cons_probe_close(struct cons_probe *p)
+void cons_probe_cancel(struct cons_probe *p)
 {
-    p->closed = 1;
     if (p->busy && !uv_is_closing((uv_handle_t *)&p->tcp)) {
         uv_close((uv_handle_t *)&p->tcp, probe_closed);
     }
+}
+
+void cons_probe_close(struct cons_probe *p)
+{
+    p->closed = 1;
+    cons_probe_cancel(p);
 }

@@ -12,9 +12,12 @@
  * This object defines posix_fallocate() for the process: it calls libc's
  * and then writes zeros over the part of the range that lay beyond the end
  * of the file (the bytes posix_fallocate guarantees to read as zero anyway),
- * in the worker thread that prepares the segment, off the Raft loop. The
- * caller sees exactly posix_fallocate's contract; what changes is that the
- * appends later overwrite written blocks. Nothing else in the process calls
+ * in the worker thread that prepares the segment, off the Raft loop. For
+ * libraft's use (a file it just created with O_EXCL, filled from offset 0,
+ * no other writer) the caller sees posix_fallocate's contract; what changes
+ * is that the appends later overwrite written blocks. A descriptor opened
+ * O_APPEND or O_DIRECT is only allocated, as by libc (pwrite would append,
+ * or need aligned buffers). Nothing else in the process calls
  * posix_fallocate. */
 #include <dlfcn.h>
 #include <errno.h>
@@ -57,14 +60,17 @@ static fallocate_fn real_fallocate(void)
 }
 
 /* Zeros over [from, to) of @fd, made durable: by O_DSYNC if the file was
- * opened with it (libraft's segments are), else by one fdatasync. 0 or an
- * error number. */
+ * opened with it (libraft's segments are), else by one fdatasync. 0, an
+ * error number, or -1 if @fd is not one to fill (left allocated only). */
 static int zero_range(int fd, off_t from, off_t to)
 {
     int fl = fcntl(fd, F_GETFL);
 
     if (fl < 0) {
         return errno;
+    }
+    if (fl & (O_APPEND | O_DIRECT)) {
+        return -1; /* allocated only */
     }
     while (from < to) {
         size_t n = (size_t)(to - from) < sizeof zeros ? (size_t)(to - from)
@@ -117,6 +123,8 @@ int posix_fallocate(int fd, off_t offset, off_t len)
             atomic_fetch_add(&n_files, 1);
             atomic_fetch_add(&n_bytes, (unsigned long long)(offset + len -
                                                             from));
+        } else if (rv < 0) {
+            rv = 0;
         }
     }
     errno = saved;

@@ -445,6 +445,66 @@ static void test_followers_apply_after_answering(void **state)
     cluster_free(cl);
 }
 
+/* A kept entry the store refuses stays first in line: libraft has counted
+ * it applied and will not hand it over again, so a later drain applies it,
+ * in order, once the store has room. */
+static void test_a_refused_kept_entry_applies_once_there_is_room(void **state)
+{
+    struct cluster *cl = cluster_new_ext(3, 3, 0, 0, 0);
+    struct store_options small = {.map_size = 256 * 1024};
+    struct store *tiny, *roomy;
+    char *tiny_dir, *roomy_dir;
+    struct cons_fsm *f;
+    struct applied a;
+    raft_index index = 0;
+    unsigned leader, follower;
+    void *snap;
+    size_t len;
+    int replaced = 0;
+    int k;
+
+    (void)state;
+    leader = cluster_leader(cl);
+    follower = (leader + 1) % 3;
+    cons_fsm_set_deferred(&cl->fsms[follower]);
+    f = cl->fsms[follower].data;
+    tiny_dir = tmpdir_make("tiny");
+    assert_int_equal(store_open(tiny_dir, &small, &tiny), 0);
+    f->store = tiny;
+    for (k = 0; k < 2000 && !f->store_failed; k++) {
+        index = cluster_propose(cl, leader, &a, 16, "fill the map");
+        assert_true(
+            raft_fixture_step_until_applied(&cl->f, follower, index, STEP_MS));
+        (void)cons_fsm_drain(&cl->fsms[follower]);
+    }
+    assert_true(f->store_failed);
+    assert_non_null(f->deferred_head);
+    assert_true(raft_last_applied(raft_fixture_get(&cl->f, follower)) >=
+                f->deferred_head->index);
+    assert_int_not_equal(cons_fsm_drain(&cl->fsms[follower]), 0);
+    assert_true(f->store_failed);
+
+    /* Room again: same content, bigger map; the drain catches up. */
+    roomy_dir = tmpdir_make("roomy");
+    assert_int_equal(store_open(roomy_dir, NULL, &roomy), 0);
+    assert_int_equal(store_snapshot(tiny, &snap, &len), 0);
+    assert_int_equal(store_restore(roomy, snap, len, &replaced), 0);
+    free(snap);
+    f->store = roomy;
+    assert_int_equal(cons_fsm_drain(&cl->fsms[follower]), 0);
+    assert_false(f->store_failed);
+    assert_null(f->deferred_head);
+    assert_int_equal(store_applied_index(roomy), index);
+    assert_same_digest(cl->stores[leader], roomy);
+
+    f->store = cl->stores[follower];
+    store_close(tiny);
+    store_close(roomy);
+    tmpdir_remove(tiny_dir);
+    tmpdir_remove(roomy_dir);
+    cluster_free(cl);
+}
+
 static void test_lagging_follower_catches_up_through_a_snapshot(void **state)
 {
     struct cluster *cl = cluster_new(3, 4, 2);
@@ -2191,6 +2251,7 @@ int main(void)
         cmocka_unit_test(test_apply_sees_the_entry_index_even_after_a_barrier),
         cmocka_unit_test(test_three_servers_apply_a_batch_to_identical_stores),
         cmocka_unit_test(test_followers_apply_after_answering),
+        cmocka_unit_test(test_a_refused_kept_entry_applies_once_there_is_room),
         cmocka_unit_test(test_lagging_follower_catches_up_through_a_snapshot),
         cmocka_unit_test(test_new_leader_after_a_kill_keeps_applied_entries),
         cmocka_unit_test(test_added_voter_catches_up_through_a_snapshot),
