@@ -445,6 +445,23 @@ static void test_followers_apply_after_answering(void **state)
     cluster_free(cl);
 }
 
+/* A store with the content of @tiny and room to grow (in a new temporary
+ * directory, returned in *dir). */
+static struct store *store_with_room(struct store *tiny, char **dir)
+{
+    struct store *roomy;
+    void *snap;
+    size_t len;
+    int replaced = 0;
+
+    *dir = tmpdir_make("roomy");
+    assert_int_equal(store_open(*dir, NULL, &roomy), 0);
+    assert_int_equal(store_snapshot(tiny, &snap, &len), 0);
+    assert_int_equal(store_restore(roomy, snap, len, &replaced), 0);
+    free(snap);
+    return roomy;
+}
+
 /* A kept entry the store refuses stays first in line: libraft has counted
  * it applied and will not hand it over again, so a later drain applies it,
  * in order, once the store has room. */
@@ -458,9 +475,6 @@ static void test_a_refused_kept_entry_applies_once_there_is_room(void **state)
     struct applied a;
     raft_index index = 0;
     unsigned leader, follower;
-    void *snap;
-    size_t len;
-    int replaced = 0;
     int k;
 
     (void)state;
@@ -485,11 +499,7 @@ static void test_a_refused_kept_entry_applies_once_there_is_room(void **state)
     assert_true(f->store_failed);
 
     /* Room again: same content, bigger map; the drain catches up. */
-    roomy_dir = tmpdir_make("roomy");
-    assert_int_equal(store_open(roomy_dir, NULL, &roomy), 0);
-    assert_int_equal(store_snapshot(tiny, &snap, &len), 0);
-    assert_int_equal(store_restore(roomy, snap, len, &replaced), 0);
-    free(snap);
+    roomy = store_with_room(tiny, &roomy_dir);
     f->store = roomy;
     assert_int_equal(cons_fsm_drain(&cl->fsms[follower]), 0);
     assert_false(f->store_failed);
@@ -918,9 +928,6 @@ static void test_leader_resumes_applying_when_its_store_has_room_again(
     raft_index index = 0;
     unsigned leader;
     unsigned other;
-    void *snap;
-    size_t len;
-    int replaced = 0;
     int k;
 
     (void)state;
@@ -958,11 +965,7 @@ static void test_leader_resumes_applying_when_its_store_has_room_again(
     assert_true(f->store_failed);
 
     /* Room again: same content, bigger map. */
-    roomy_dir = tmpdir_make("roomy");
-    assert_int_equal(store_open(roomy_dir, NULL, &roomy), 0);
-    assert_int_equal(store_snapshot(tiny, &snap, &len), 0);
-    assert_int_equal(store_restore(roomy, snap, len, &replaced), 0);
-    free(snap);
+    roomy = store_with_room(tiny, &roomy_dir);
     f->store = roomy;
     raft_fixture_step_n(&cl->f, 200);
     assert_true(f->store_failed); /* heartbeats did not retry */
