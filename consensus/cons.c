@@ -1244,11 +1244,9 @@ static void leader_gone(void *arg, raft_id id)
  * once a heartbeat. */
 static void leader_probe(struct cons *c)
 {
-    const struct raft_configuration *conf = &c->raft.configuration;
     raft_time now = c->io.time(&c->io);
     const char *address = NULL;
     raft_id leader = 0;
-    unsigned i;
 
     /* A SYN to a host that is down waits for the kernel's retries (minutes):
      * give up after an election timeout, so the next leader can be asked. */
@@ -1263,12 +1261,7 @@ static void leader_probe(struct cons *c)
         return;
     }
     raft_leader(&c->raft, &leader, &address);
-    if (leader == 0 || address == NULL) {
-        return;
-    }
-    for (i = 0; i < conf->n && conf->servers[i].id != c->cfg.id; i++) {
-    }
-    if (i == conf->n || conf->servers[i].role != RAFT_VOTER) {
+    if (leader == 0 || address == NULL || !cons_is_voter(&c->raft)) {
         return;
     }
     c->probe.started_ms = now_ms();

@@ -105,6 +105,8 @@ struct cons_transport {
 };
 int cons_transport_init(struct cons_transport *ct, struct uv_loop_s *loop);
 void cons_transport_close(struct cons_transport *ct);
+/* 1 if @r's own server is a voter in its current configuration. */
+int cons_is_voter(const struct raft *r);
 /* A voter that is a follower or candidate sends every other voter of @r's
  * configuration a keepalive over @io (see transport.c); a leader, a standby
  * or a spare sends nothing. */

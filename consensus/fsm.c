@@ -161,6 +161,18 @@ static int fsm_apply_at(struct cons_fsm *f,
     return 0;
 }
 
+/* Unlink and free the first kept entry. */
+static void deferred_pop(struct cons_fsm *f)
+{
+    struct cons_deferred *d = f->deferred_head;
+
+    f->deferred_head = d->next;
+    if (f->deferred_head == NULL) {
+        f->deferred_tail = NULL;
+    }
+    free(d);
+}
+
 int cons_fsm_drain(struct raft_fsm *fsm)
 {
     struct cons_fsm *f = fsm->data;
@@ -177,11 +189,7 @@ int cons_fsm_drain(struct raft_fsm *fsm)
             return rv; /* stays first in line */
         }
         store_results_free(&res);
-        f->deferred_head = d->next;
-        if (f->deferred_head == NULL) {
-            f->deferred_tail = NULL;
-        }
-        free(d);
+        deferred_pop(f);
     }
     return 0;
 }
@@ -193,13 +201,7 @@ static void fsm_drop_applied(struct cons_fsm *f)
     uint64_t applied = store_applied_index(f->store);
 
     while (f->deferred_head != NULL && f->deferred_head->index <= applied) {
-        struct cons_deferred *d = f->deferred_head;
-
-        f->deferred_head = d->next;
-        free(d);
-    }
-    if (f->deferred_head == NULL) {
-        f->deferred_tail = NULL;
+        deferred_pop(f);
     }
     if (f->store_failed && f->failed_index <= applied) {
         f->store_failed = 0;
@@ -607,10 +609,7 @@ void cons_fsm_close(struct raft_fsm *fsm)
     }
     fsm_results_drop(f);
     while (f->deferred_head != NULL) {
-        struct cons_deferred *d = f->deferred_head;
-
-        f->deferred_head = d->next;
-        free(d);
+        deferred_pop(f);
     }
     raft_free(f);
     fsm->data = NULL;

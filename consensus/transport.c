@@ -78,27 +78,34 @@ static void keepalive_sent(struct raft_io_send *req, int status)
     raft_free(req);
 }
 
+int cons_is_voter(const struct raft *r)
+{
+    const struct raft_configuration *conf = &r->configuration;
+
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == r->id) {
+            return conf->servers[i].role == RAFT_VOTER;
+        }
+    }
+    return 0;
+}
+
 void cons_transport_keepalive(struct raft *r, struct raft_io *io)
 {
     const struct raft_configuration *conf = &r->configuration;
     struct raft_message m;
 
-    unsigned self = 0;
-
-    while (self < conf->n && conf->servers[self].id != r->id) {
-        self++;
-    }
-
     /* Votes pass only between voters: a node that is not one (a standby, a
      * spare, or removed but still running) has nothing to keep fresh. */
     if (raft_state(r) == RAFT_LEADER || raft_state(r) == RAFT_UNAVAILABLE ||
-        self >= conf->n || conf->servers[self].role != RAFT_VOTER) {
+        !cons_is_voter(r)) {
         return;
     }
     for (unsigned i = 0; i < conf->n; i++) {
         struct raft_io_send *req;
 
-        if (i == self || conf->servers[i].role != RAFT_VOTER) {
+        if (conf->servers[i].id == r->id ||
+            conf->servers[i].role != RAFT_VOTER) {
             continue;
         }
         req = raft_malloc(sizeof *req);
