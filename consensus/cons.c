@@ -936,6 +936,7 @@ static void fail_all(struct cons_work *list)
 
 static void loop_stop(struct cons *c)
 {
+    const struct cons_fsm *f = c->fsm.data;
     uint64_t deferred, reaped, filled, filled_bytes;
 
     c->stopping = 1;
@@ -944,11 +945,12 @@ static void loop_stop(struct cons *c)
     clog(CLOG_INFO, "cons",
          "stopping (applied %llu; log segment AIO contexts released off the "
          "loop: %llu, %llu done; segments written out before use: %llu, "
-         "%llu MiB)",
+         "%llu MiB; snapshots taken for the log budget: %llu)",
          (unsigned long long)raft_last_applied(&c->raft),
          (unsigned long long)deferred, (unsigned long long)reaped,
          (unsigned long long)filled,
-         (unsigned long long)(filled_bytes >> 20));
+         (unsigned long long)(filled_bytes >> 20),
+         (unsigned long long)f->budget.snapshots);
     fail_all(cons_queue_take(&c->queue));
     fail_all(c->parked_head);
     c->parked_head = NULL;
@@ -1474,6 +1476,13 @@ static int loop_start(struct cons *c)
     }
     if (!c->cfg.snapshot_full) {
         cons_fsm_set_thin(&c->fsm, &c->io, &c->loop);
+    }
+    rv = cons_fsm_set_log_budget(&c->fsm, c->cfg.log_budget,
+                                 c->cfg.snapshot_trailing,
+                                 !c->cfg.snapshot_full);
+    if (rv != 0) {
+        clog(CLOG_ERROR, "cons", "log budget: out of memory");
+        goto err_close_raft;
     }
     c->raft.data = c;
     cons_change_init(&c->change, &c->raft);

@@ -100,6 +100,10 @@ struct cons_config {
     unsigned election_ms;        /* 0 = 1000 */
     unsigned snapshot_threshold; /* entries; 0 = 8192 */
     unsigned snapshot_trailing;  /* entries; 0 = 8192 */
+    /* Bytes: the log since the last snapshot and the entries kept behind
+     * it are each bounded by half of this as well (logbudget.c); 0 = by
+     * entries only. */
+    uint64_t log_budget;
     int snapshot_stagger;        /* voters snapshot at different indexes */
     /* 0 (default): thin snapshots, a marker standing for the flushed store,
      * with a full copy made only for a member behind the log; 1: every

@@ -47,6 +47,39 @@ struct cons_deferred {
     unsigned char entry[]; /* a copy of libraft's buffer */
 };
 
+/* The Raft log bounded in bytes (logbudget.c). */
+#define CONS_LOGBUDGET_RING 65536 /* entry sizes kept, by index */
+struct cons_logbudget {
+    uint64_t half;         /* bytes: half the budget; 0 = no budget */
+    unsigned max_trailing; /* entries: the configured snapshot_trailing */
+    int trigger;           /* take snapshots when the half is full */
+    uint32_t *len;         /* ring: bytes of the entry at index i % cap */
+    size_t cap;
+    uint64_t lo, hi;       /* the ring holds the sizes of [lo, hi] */
+    uint64_t base;         /* index of the last snapshot taken */
+    uint64_t since;        /* bytes of the entries applied after base */
+    int lowered;           /* the threshold was lowered for a snapshot */
+    unsigned saved_threshold;
+    uint64_t snapshots;    /* snapshots taken because the half was full */
+};
+int cons_logbudget_init(struct cons_logbudget *b,
+                        uint64_t bytes,
+                        unsigned max_trailing);
+void cons_logbudget_close(struct cons_logbudget *b);
+void cons_logbudget_note(struct cons_logbudget *b, uint64_t index, size_t len);
+int cons_logbudget_due(const struct cons_logbudget *b);
+unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
+                                 uint64_t index);
+void cons_logbudget_taken(struct cons_logbudget *b, uint64_t index);
+void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index);
+void cons_logbudget_apply(struct cons_logbudget *b,
+                          struct raft *r,
+                          uint64_t index,
+                          size_t len);
+void cons_logbudget_snapshot(struct cons_logbudget *b,
+                             struct raft *r,
+                             uint64_t index);
+
 struct cons_fsm {
     struct raft *raft;         /* borrowed: the instance driving this fsm */
     struct store *store;       /* borrowed */
@@ -69,6 +102,7 @@ struct cons_fsm {
                            struct raft_io_snapshot_get *req,
                            raft_io_snapshot_get_cb cb);
     struct uv_loop_s *loop;
+    struct cons_logbudget budget; /* off until cons_fsm_set_log_budget() */
 };
 
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
@@ -88,6 +122,12 @@ int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
  * itself (cons.c: once a second, and before a new leader declares itself
  * ready). */
 void cons_fsm_set_deferred(struct raft_fsm *fsm);
+/* Bound the log by @bytes as well as by entries (logbudget.c); with
+ * @trigger 0 only the trailing entries. 0 or CONS_NOMEM. */
+int cons_fsm_set_log_budget(struct raft_fsm *fsm,
+                            uint64_t bytes,
+                            unsigned max_trailing,
+                            int trigger);
 /* Apply the queued entries in order; 0, or the failure of the first that
  * the store refused (it stays queued). */
 int cons_fsm_drain(struct raft_fsm *fsm);

@@ -250,6 +250,7 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 
     fsm_results_drop(f);
     *result = NULL;
+    cons_logbudget_apply(&f->budget, f->raft, index, buf->len);
     if (fsm_defer(f, index, buf) == 0) {
         return 0;
     }
@@ -340,6 +341,7 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     if (cons_fsm_drain(fsm) != 0) {
         return RAFT_BUSY; /* libraft tries again at a later apply */
     }
+    cons_logbudget_snapshot(&f->budget, f->raft, raft_last_applied(f->raft));
     if (f->async) {
         /* The copy is made by fsm_snapshot_async() on the threadpool. */
         *bufs = NULL;
@@ -424,6 +426,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     }
     fsm_results_drop(f);
     fsm_drop_applied(f);
+    cons_logbudget_reset(&f->budget, snap_index);
     if (replaced) {
         clog(CLOG_INFO, "cons",
              "restored snapshot at index %llu: local state (index %llu) "
@@ -591,6 +594,24 @@ void cons_fsm_set_deferred(struct raft_fsm *fsm)
     f->defer = 1;
 }
 
+/* Bound the log by @bytes as well as by entries (logbudget.c); with
+ * @trigger 0 only the trailing entries are (snapshots that copy the whole
+ * store are not worth taking more often). */
+int cons_fsm_set_log_budget(struct raft_fsm *fsm,
+                            uint64_t bytes,
+                            unsigned max_trailing,
+                            int trigger)
+{
+    struct cons_fsm *f = fsm->data;
+
+    cons_logbudget_close(&f->budget);
+    if (cons_logbudget_init(&f->budget, bytes, max_trailing) != 0) {
+        return CONS_NOMEM;
+    }
+    f->budget.trigger = trigger;
+    return 0;
+}
+
 void cons_fsm_set_async(struct raft_fsm *fsm)
 {
     struct cons_fsm *f = fsm->data;
@@ -611,6 +632,7 @@ void cons_fsm_close(struct raft_fsm *fsm)
     while (f->deferred_head != NULL) {
         deferred_pop(f);
     }
+    cons_logbudget_close(&f->budget);
     raft_free(f);
     fsm->data = NULL;
 }

@@ -3,8 +3,8 @@
  *   [node]     id, name, data_dir, grpc_address, raft_address, log_level
  *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
  *              snapshot_threshold, snapshot_trailing, snapshot_stagger,
- *              snapshot_mode (thin | full),
- *              max_batch
+ *              snapshot_mode (thin | full), log_budget_mb (default 64;
+ *              0 = bounded by entries only), max_batch
  *   [storage]  map_size_mb, sync (commit | periodic), sync_interval_ms
  *   [server]   write_wait_ms
  *   [audit]    key_file (Ed25519 PEM, mode 0600), checkpoint_every
@@ -245,6 +245,9 @@ static int handle(void *user, const char *section, const char *key,
     } else if (IS("raft", "snapshot_trailing")) {
         bad = parse_uint(value, 1u << 30, &v) != 0;
         cfg->snapshot_trailing = (unsigned)v;
+    } else if (IS("raft", "log_budget_mb")) {
+        bad = parse_uint(value, 1u << 20, &v) != 0;
+        cfg->log_budget_mb = (unsigned)v;
     } else if (IS("raft", "snapshot_mode")) {
         bad = strcmp(value, "thin") != 0 && strcmp(value, "full") != 0;
         cfg->snapshot_full = strcmp(value, "full") == 0;
@@ -412,6 +415,7 @@ int node_config_load(const char *path,
     cfg->fed_retry_ms = 500;
     cfg->sync_interval_ms = 100;
     cfg->snapshot_stagger = 1;
+    cfg->log_budget_mb = 64;
     cfg->map_size = (size_t)1 << 30;
     rv = ini_parse(path, handle, &p);
     if (rv == -1) {

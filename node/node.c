@@ -153,6 +153,7 @@ static int start_cons(struct node *n, const struct node_dr_start *st)
     cc.election_ms = n->cfg.election_ms;
     cc.snapshot_threshold = n->cfg.snapshot_threshold;
     cc.snapshot_trailing = n->cfg.snapshot_trailing;
+    cc.log_budget = (uint64_t)n->cfg.log_budget_mb << 20;
     cc.snapshot_stagger = n->cfg.snapshot_stagger;
     cc.snapshot_full = n->cfg.snapshot_full;
     cc.max_batch = n->cfg.max_batch;

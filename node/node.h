@@ -57,6 +57,7 @@ struct node_config {
     unsigned election_ms;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
+    unsigned log_budget_mb; /* [raft] log_budget_mb; 0 = entries only */
     int snapshot_stagger; /* voters snapshot at different indexes */
     int snapshot_full;    /* [raft] snapshot_mode = full */
     unsigned max_batch;

@@ -561,6 +561,136 @@ static void test_lagging_follower_catches_up_through_a_snapshot(void **state)
     cluster_free(cl);
 }
 
+/* The log budget's bookkeeping: sizes by index, barrier entries (never
+ * seen by apply) as empty, a retried entry counted once, the trailing
+ * window cut where its bytes pass half the budget and never below one. */
+static void test_log_budget_counts_bytes_by_index(void **state)
+{
+    struct cons_logbudget b;
+    uint64_t i;
+
+    (void)state;
+    assert_int_equal(cons_logbudget_init(&b, 1000, 100), 0);
+    for (i = 1; i <= 10; i++) {
+        cons_logbudget_note(&b, i, 100);
+        assert_int_equal(cons_logbudget_due(&b), i >= 5);
+    }
+    assert_int_equal(b.since, 1000);
+    assert_int_equal(cons_logbudget_trailing(&b, 10), 5);
+
+    cons_logbudget_note(&b, 13, 100); /* 11 and 12: barriers */
+    assert_int_equal(cons_logbudget_trailing(&b, 13), 7);
+    cons_logbudget_note(&b, 13, 300); /* applied again after a failure */
+    assert_int_equal(b.since, 1300);
+    assert_int_equal(cons_logbudget_trailing(&b, 13), 5);
+
+    cons_logbudget_taken(&b, 13);
+    assert_int_equal(b.since, 0);
+    assert_false(cons_logbudget_due(&b));
+    cons_logbudget_note(&b, 14, 600);
+    assert_true(cons_logbudget_due(&b));
+    assert_int_equal(cons_logbudget_trailing(&b, 15), 1); /* 15: a barrier */
+    assert_int_equal(cons_logbudget_trailing(&b, 14), 1); /* one too big */
+
+    /* After an installed snapshot the sizes start again; below the budget
+     * down to the oldest one known, the entry count decides. */
+    cons_logbudget_reset(&b, 20);
+    cons_logbudget_note(&b, 21, 50);
+    assert_int_equal(b.since, 50);
+    assert_int_equal(cons_logbudget_trailing(&b, 21), 100);
+    /* More entries than the ring holds: only the newest are known. */
+    for (i = 22; i < 22 + CONS_LOGBUDGET_RING + 10; i++) {
+        cons_logbudget_note(&b, i, 0);
+    }
+    assert_int_equal(b.hi - b.lo + 1, CONS_LOGBUDGET_RING);
+    assert_int_equal(cons_logbudget_trailing(&b, b.hi), 100);
+    cons_logbudget_close(&b);
+
+    assert_int_equal(cons_logbudget_init(&b, 0, 100), 0); /* no budget */
+    cons_logbudget_note(&b, 1, 1u << 30);
+    assert_false(cons_logbudget_due(&b));
+    assert_int_equal(cons_logbudget_trailing(&b, 1), 100);
+    cons_logbudget_close(&b);
+}
+
+/* Bytes of the entries in @r's in-memory log. */
+static size_t log_bytes(const struct raft *r)
+{
+    const struct raft_log *l = &r->log;
+    size_t n = l->back >= l->front ? l->back - l->front
+                                   : l->size - l->front + l->back;
+    size_t bytes = 0;
+    size_t k;
+
+    for (k = 0; k < n; k++) {
+        bytes += l->entries[(l->front + k) % l->size].buf.len;
+    }
+    return bytes;
+}
+
+/* 60 entries of 16 Reports each (about 1.7 KB) under entry limits that never
+ * bind: with a 24 KB budget every node snapshots by bytes and keeps at most
+ * the budget in memory; without one nothing is trimmed. The stores agree
+ * either way. */
+static void log_budget_run(uint64_t budget,
+                           uint64_t *snapshot_index,
+                           size_t *largest_log)
+{
+    struct cluster *cl = cluster_new(3, 100000, 100000);
+    struct applied a;
+    raft_index index = 0;
+    unsigned leader;
+    unsigned i;
+    int k;
+
+    for (i = 0; i < cl->n; i++) {
+        assert_int_equal(
+            cons_fsm_set_log_budget(&cl->fsms[i], budget, 100000, 1), 0);
+    }
+    leader = cluster_leader(cl);
+    *largest_log = 0;
+    for (k = 0; k < 60; k++) {
+        char tag[16];
+
+        snprintf(tag, sizeof tag, "budget%d", k);
+        index = cluster_propose(cl, leader, &a, 16, tag);
+        for (i = 0; i < cl->n; i++) {
+            size_t bytes;
+
+            assert_true(
+                raft_fixture_step_until_applied(&cl->f, i, index, STEP_MS));
+            bytes = log_bytes(raft_fixture_get(&cl->f, i));
+            if (bytes > *largest_log) {
+                *largest_log = bytes;
+            }
+        }
+        assert_int_equal(a.status, 0);
+    }
+    *snapshot_index = cl->f.servers[leader].raft.log.snapshot.last_index;
+    for (i = 0; i < cl->n; i++) {
+        assert_int_equal(store_case_count(cl->stores[i]), 60 * 16);
+        assert_same_digest(cl->stores[leader], cl->stores[i]);
+    }
+    cluster_free(cl);
+}
+
+static void test_log_budget_bounds_the_log_in_bytes(void **state)
+{
+    uint64_t snapshot_index;
+    size_t largest;
+
+    (void)state;
+    log_budget_run(0, &snapshot_index, &largest);
+    assert_int_equal(snapshot_index, 0);
+    assert_true(largest > 4 * 24 * 1024);
+
+    log_budget_run(24 * 1024, &snapshot_index, &largest);
+    assert_true(snapshot_index > 50);
+    /* Half since the last snapshot, half behind it, and the entry that
+     * crossed the line. */
+    assert_true(largest <= 24 * 1024 + 4096);
+}
+
 static void test_new_leader_after_a_kill_keeps_applied_entries(void **state)
 {
     struct cluster *cl = cluster_new(3, 0, 0);
@@ -2256,6 +2386,8 @@ int main(void)
         cmocka_unit_test(test_followers_apply_after_answering),
         cmocka_unit_test(test_a_refused_kept_entry_applies_once_there_is_room),
         cmocka_unit_test(test_lagging_follower_catches_up_through_a_snapshot),
+        cmocka_unit_test(test_log_budget_counts_bytes_by_index),
+        cmocka_unit_test(test_log_budget_bounds_the_log_in_bytes),
         cmocka_unit_test(test_new_leader_after_a_kill_keeps_applied_entries),
         cmocka_unit_test(test_added_voter_catches_up_through_a_snapshot),
         cmocka_unit_test(test_added_standby_replicates_and_never_votes),

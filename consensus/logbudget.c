@@ -1,0 +1,211 @@
+/* The Raft log, bounded in bytes.
+ *
+ * libraft bounds its log by entries: a snapshot once snapshot_threshold
+ * entries have been applied since the last one, and snapshot_trailing
+ * entries kept behind it for members that fall a little behind. Both the
+ * in-memory log and the segments on disk hold every entry in that window,
+ * and an entry is a batch of up to max_batch commands: with the defaults
+ * (8192 + 8192 entries, 256 commands of up to 4000-byte descriptions) the
+ * window could grow to gigabytes of memory per node under a burst. Under the
+ * benchmark's load (batches of ~20 Reports) it held ~190 MB.
+ *
+ * With a budget of B bytes each half is bounded by bytes as well: a
+ * snapshot is taken once the entries applied since the last one hold B/2
+ * bytes, and a snapshot keeps only as many trailing entries as fit in B/2
+ * (at least one: libraft gives trailing 0 a meaning of its own). The entry
+ * counts still apply; when entries are small (one command each, the usual
+ * case for a city) they decide, as before.
+ *
+ * The sizes come from apply() (fsm.c), which sees every command entry, in
+ * index order, with its length; barrier and configuration entries never reach
+ * it and are counted as empty. They are kept in a ring of the latest
+ * CONS_LOGBUDGET_RING indexes. The apply path only records a size and adds
+ * it up; the walk over the trailing window runs once per snapshot. */
+#include <limits.h>
+#include <stdlib.h>
+
+#include "consensus/cons_internal.h"
+
+int cons_logbudget_init(struct cons_logbudget *b,
+                        uint64_t bytes,
+                        unsigned max_trailing)
+{
+    b->len = NULL;
+    b->cap = 0;
+    b->lo = b->hi = 0;
+    b->base = 0;
+    b->since = 0;
+    b->half = bytes / 2;
+    b->max_trailing = max_trailing;
+    b->trigger = 1;
+    b->lowered = 0;
+    b->saved_threshold = 0;
+    b->snapshots = 0;
+    if (bytes == 0) {
+        return 0;
+    }
+    b->len = calloc(CONS_LOGBUDGET_RING, sizeof *b->len);
+    if (b->len == NULL) {
+        return -1;
+    }
+    b->cap = CONS_LOGBUDGET_RING;
+    return 0;
+}
+
+void cons_logbudget_close(struct cons_logbudget *b)
+{
+    free(b->len);
+    b->len = NULL;
+    b->cap = 0;
+    b->half = 0;
+}
+
+void cons_logbudget_note(struct cons_logbudget *b, uint64_t index, size_t len)
+{
+    uint32_t l = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    uint32_t *slot;
+
+    if (b->cap == 0 || index == 0) {
+        return;
+    }
+    if (b->hi != 0 && index >= b->lo && index <= b->hi) {
+        /* Applied again (a retry after the store refused it). */
+        slot = &b->len[index % b->cap];
+        if (index > b->base) {
+            b->since -= *slot;
+            b->since += l;
+        }
+        *slot = l;
+        return;
+    }
+    if (b->hi == 0 || index < b->lo || index - b->hi >= b->cap) {
+        b->lo = index; /* the first entry, or one out of the window */
+    } else {
+        uint64_t i;
+
+        for (i = b->hi + 1; i < index; i++) {
+            b->len[i % b->cap] = 0; /* barrier or configuration entries */
+        }
+        if (index - b->lo >= b->cap) {
+            b->lo = index - b->cap + 1;
+        }
+    }
+    b->hi = index;
+    b->len[index % b->cap] = l;
+    if (index > b->base) {
+        b->since += l;
+    }
+}
+
+int cons_logbudget_due(const struct cons_logbudget *b)
+{
+    return b->half > 0 && b->since >= b->half;
+}
+
+unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
+                                 uint64_t index)
+{
+    uint64_t sum = 0;
+    uint64_t i;
+    unsigned n = 0;
+
+    if (b->half == 0 || b->max_trailing == 0) {
+        return b->max_trailing;
+    }
+    if (b->hi == 0) {
+        return b->max_trailing; /* nothing recorded: nothing to bound by */
+    }
+    if (index > b->hi) {
+        /* Entries after the last command are barriers or configuration
+         * entries: kept, counted as empty. */
+        uint64_t empty = index - b->hi;
+
+        if (empty >= b->max_trailing) {
+            return b->max_trailing;
+        }
+        n = (unsigned)empty;
+        index = b->hi;
+    }
+    for (i = index; i >= b->lo && i > 0 && n < b->max_trailing; i--) {
+        sum += b->len[i % b->cap];
+        if (sum > b->half) {
+            return n > 0 ? n : 1;
+        }
+        n++;
+    }
+    /* Within the budget down to the oldest size recorded (or the configured
+     * count reached): the entry count decides. */
+    return b->max_trailing;
+}
+
+void cons_logbudget_taken(struct cons_logbudget *b, uint64_t index)
+{
+    uint64_t i;
+
+    b->base = index;
+    b->since = 0;
+    if (b->cap == 0) {
+        return;
+    }
+    for (i = index + 1; i <= b->hi; i++) {
+        if (i >= b->lo) {
+            b->since += b->len[i % b->cap];
+        }
+    }
+}
+
+void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index)
+{
+    b->lo = b->hi = 0;
+    b->base = index;
+    b->since = 0;
+}
+
+/* From apply(), before libraft counts @index applied: once the half is
+ * full, lower the threshold so that libraft's check at the end of this
+ * apply pass takes a snapshot (last_applied - snapshot index >= threshold).
+ * The threshold it had is put back when the snapshot is taken. */
+void cons_logbudget_apply(struct cons_logbudget *b,
+                          struct raft *r,
+                          uint64_t index,
+                          size_t len)
+{
+    uint64_t last = r->log.snapshot.last_index;
+    uint64_t want;
+
+    cons_logbudget_note(b, index, len);
+    if (!b->trigger || !cons_logbudget_due(b) || index <= last) {
+        return;
+    }
+    want = index - last;
+    if (want > UINT_MAX || r->snapshot.threshold <= want) {
+        return; /* due by the entry count as well, or lowered already */
+    }
+    /* Not lowered yet, or cons.c set a threshold of its own since (a
+     * snapshot in progress delays ours): that is the one to put back. */
+    b->saved_threshold = r->snapshot.threshold;
+    b->lowered = 1;
+    raft_set_snapshot_threshold(r, (unsigned)want);
+}
+
+/* From snapshot(), once it goes ahead at @index: put the threshold back,
+ * and keep behind the snapshot only the trailing entries that fit in the
+ * budget. A trailing count of 0 is the caller's (keep no log: cons.c's
+ * restored state) and stays. */
+void cons_logbudget_snapshot(struct cons_logbudget *b,
+                             struct raft *r,
+                             uint64_t index)
+{
+    if (b->half == 0) {
+        return;
+    }
+    if (b->lowered) {
+        raft_set_snapshot_threshold(r, b->saved_threshold);
+        b->lowered = 0;
+        b->snapshots++;
+    }
+    if (r->snapshot.trailing != 0) {
+        raft_set_snapshot_trailing(r, cons_logbudget_trailing(b, index));
+    }
+    cons_logbudget_taken(b, index);
+}
