@@ -1477,9 +1477,9 @@ static int loop_start(struct cons *c)
     if (!c->cfg.snapshot_full) {
         cons_fsm_set_thin(&c->fsm, &c->io, &c->loop);
     }
-    rv = cons_fsm_set_log_budget(&c->fsm, c->cfg.log_budget,
-                                 c->cfg.snapshot_trailing,
-                                 !c->cfg.snapshot_full);
+    rv = cons_fsm_set_log_budget(&c->fsm,
+                                 c->cfg.snapshot_full ? 0 : c->cfg.log_budget,
+                                 c->cfg.snapshot_trailing);
     if (rv != 0) {
         clog(CLOG_ERROR, "cons", "log budget: out of memory");
         goto err_close_raft;

@@ -49,10 +49,11 @@ struct cons_deferred {
 
 /* The Raft log bounded in bytes (logbudget.c). */
 #define CONS_LOGBUDGET_RING 65536 /* entry sizes kept, by index */
+#define CONS_LOGBUDGET_HOLD_MS 60000 /* entry counts only, after a copy */
 struct cons_logbudget {
     uint64_t half;         /* bytes: half the budget; 0 = no budget */
     unsigned max_trailing; /* entries: the configured snapshot_trailing */
-    int trigger;           /* take snapshots when the half is full */
+    int hold;              /* entry counts only: a member catches up */
     uint32_t *len;         /* ring: bytes of the entry at index i % cap */
     size_t cap;
     uint64_t lo, hi;       /* the ring holds the sizes of [lo, hi] */
@@ -103,6 +104,7 @@ struct cons_fsm {
                            raft_io_snapshot_get_cb cb);
     struct uv_loop_s *loop;
     struct cons_logbudget budget; /* off until cons_fsm_set_log_budget() */
+    uint64_t budget_hold_until;   /* uv_now(): a member catches up */
 };
 
 /* Fill @fsm (version 2) for @raft over @store. @raft may not be initialised
@@ -122,12 +124,11 @@ int cons_fsm_init(struct raft_fsm *fsm, struct raft *raft, struct store *store);
  * itself (cons.c: once a second, and before a new leader declares itself
  * ready). */
 void cons_fsm_set_deferred(struct raft_fsm *fsm);
-/* Bound the log by @bytes as well as by entries (logbudget.c); with
- * @trigger 0 only the trailing entries. 0 or CONS_NOMEM. */
+/* Bound the log by @bytes as well as by entries (logbudget.c). Thin
+ * snapshots only. 0 or CONS_NOMEM. */
 int cons_fsm_set_log_budget(struct raft_fsm *fsm,
                             uint64_t bytes,
-                            unsigned max_trailing,
-                            int trigger);
+                            unsigned max_trailing);
 /* Apply the queued entries in order; 0, or the failure of the first that
  * the store refused (it stays queued). */
 int cons_fsm_drain(struct raft_fsm *fsm);

@@ -210,6 +210,49 @@ static void fsm_drop_applied(struct cons_fsm *f)
     }
 }
 
+/* Leader, in snapshot_get: is a member that answered within the last
+ * election timeout waiting for this snapshot? libraft 0.15 marks the
+ * member's progress "snapshot" (progress.h: 2) before it asks for the
+ * snapshot, and sets recent_recv on every message from it. A member that is
+ * down is sent a snapshot too, once per install timeout. */
+static int snapshot_for_a_live_member(struct raft *r)
+{
+#ifdef CONS_LIBRAFT_0_15
+    unsigned i;
+
+    if (raft_state(r) != RAFT_LEADER || r->leader_state.progress == NULL) {
+        return 1;
+    }
+    for (i = 0; i < r->configuration.n; i++) {
+        const struct raft_progress *p = &r->leader_state.progress[i];
+
+        if (r->configuration.servers[i].id != r->id && p->state == 2 &&
+            p->recent_recv) {
+            return 1;
+        }
+    }
+    return 0;
+#else
+    (void)r;
+    return 1;
+#endif
+}
+
+/* A live member is being sent a copy of the store: hold the budget
+ * (logbudget.c) from now until CONS_LOGBUDGET_HOLD_MS after the copy is
+ * made. */
+static void budget_hold(struct cons_fsm *f)
+{
+    if (f->loop != NULL) {
+        f->budget_hold_until = uv_now(f->loop) + CONS_LOGBUDGET_HOLD_MS;
+    }
+}
+
+static void budget_held(struct cons_fsm *f)
+{
+    f->budget.hold = f->loop != NULL && uv_now(f->loop) < f->budget_hold_until;
+}
+
 /* A follower keeps the entry for cons_fsm_drain() and answers at once, so
  * that libraft sends the AppendEntries result before the store work (see
  * cons_fsm_set_deferred()). 0 if kept, -1 to apply it now. */
@@ -250,6 +293,7 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 
     fsm_results_drop(f);
     *result = NULL;
+    budget_held(f);
     cons_logbudget_apply(&f->budget, f->raft, index, buf->len);
     if (fsm_defer(f, index, buf) == 0) {
         return 0;
@@ -341,6 +385,7 @@ fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
     if (cons_fsm_drain(fsm) != 0) {
         return RAFT_BUSY; /* libraft tries again at a later apply */
     }
+    budget_held(f);
     cons_logbudget_snapshot(&f->budget, f->raft, raft_last_applied(f->raft));
     if (f->async) {
         /* The copy is made by fsm_snapshot_async() on the threadpool. */
@@ -484,6 +529,7 @@ struct full_get {
     void *buf;
     size_t len;
     int rv;
+    int live; /* for a member that answers: hold the log budget */
 };
 
 static void full_get_work(uv_work_t *work)
@@ -500,10 +546,17 @@ static void full_get_done(uv_work_t *work, int status)
     raft_io_snapshot_get_cb cb = g->cb;
 
     if (status == 0 && g->rv == 0) {
+        if (g->live) {
+            budget_hold(g->f);
+        }
         clog(CLOG_INFO, "cons",
              "snapshot %llu for a member behind the log: a full copy of the "
-             "store (%zu bytes)",
-             (unsigned long long)g->snapshot->index, g->len);
+             "store (%zu bytes)%s",
+             (unsigned long long)g->snapshot->index, g->len,
+             g->live && g->f->budget.half > 0
+                 ? "; the log budget waits 60 s so that the member can go on "
+                   "from the log"
+                 : "");
         raft_free(b->base);
         b->base = g->buf;
         b->len = g->len;
@@ -536,6 +589,10 @@ static void thin_get_cb(struct raft_io_snapshot_get *req,
                                &index)) {
         g->snapshot = snapshot;
         g->work.data = g;
+        g->live = snapshot_for_a_live_member(g->f->raft);
+        if (g->live) {
+            budget_hold(g->f);
+        }
         req->data = g;
         if (uv_queue_work(g->f->loop, &g->work, full_get_work,
                           full_get_done) == 0) {
@@ -594,13 +651,9 @@ void cons_fsm_set_deferred(struct raft_fsm *fsm)
     f->defer = 1;
 }
 
-/* Bound the log by @bytes as well as by entries (logbudget.c); with
- * @trigger 0 only the trailing entries are (snapshots that copy the whole
- * store are not worth taking more often). */
 int cons_fsm_set_log_budget(struct raft_fsm *fsm,
                             uint64_t bytes,
-                            unsigned max_trailing,
-                            int trigger)
+                            unsigned max_trailing)
 {
     struct cons_fsm *f = fsm->data;
 
@@ -608,7 +661,6 @@ int cons_fsm_set_log_budget(struct raft_fsm *fsm,
     if (cons_logbudget_init(&f->budget, bytes, max_trailing) != 0) {
         return CONS_NOMEM;
     }
-    f->budget.trigger = trigger;
     return 0;
 }
 

@@ -16,6 +16,12 @@
  * counts still apply; when entries are small (one command each, the usual
  * case for a city) they decide, as before.
  *
+ * A member that is sent a copy of the store (it was behind the log) needs
+ * the log from the copy's index on once it has installed it; were the log
+ * trimmed past that meanwhile, it would be sent another copy, and under a
+ * steady load that could go on for ever. So after each such copy the budget
+ * is held for CONS_LOGBUDGET_HOLD_MS (fsm.c): only the entry counts apply.
+ *
  * The sizes come from apply() (fsm.c), which sees every command entry, in
  * index order, with its length; barrier and configuration entries never reach
  * it and are counted as empty. They are kept in a ring of the latest
@@ -37,7 +43,7 @@ int cons_logbudget_init(struct cons_logbudget *b,
     b->since = 0;
     b->half = bytes / 2;
     b->max_trailing = max_trailing;
-    b->trigger = 1;
+    b->hold = 0;
     b->lowered = 0;
     b->saved_threshold = 0;
     b->snapshots = 0;
@@ -174,7 +180,7 @@ void cons_logbudget_apply(struct cons_logbudget *b,
     uint64_t want;
 
     cons_logbudget_note(b, index, len);
-    if (!b->trigger || !cons_logbudget_due(b) || index <= last) {
+    if (b->hold || !cons_logbudget_due(b) || index <= last) {
         return;
     }
     want = index - last;
@@ -190,8 +196,8 @@ void cons_logbudget_apply(struct cons_logbudget *b,
 
 /* From snapshot(), once it goes ahead at @index: put the threshold back,
  * and keep behind the snapshot only the trailing entries that fit in the
- * budget. A trailing count of 0 is the caller's (keep no log: cons.c's
- * restored state) and stays. */
+ * budget (all the configured ones while held). A trailing count of 0 is the
+ * caller's (keep no log: cons.c's restored state) and stays. */
 void cons_logbudget_snapshot(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index)
@@ -205,7 +211,9 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
         b->snapshots++;
     }
     if (r->snapshot.trailing != 0) {
-        raft_set_snapshot_trailing(r, cons_logbudget_trailing(b, index));
+        raft_set_snapshot_trailing(r, b->hold ? b->max_trailing
+                                              : cons_logbudget_trailing(b,
+                                                                        index));
     }
     cons_logbudget_taken(b, index);
 }

@@ -645,7 +645,7 @@ static void log_budget_run(uint64_t budget,
 
     for (i = 0; i < cl->n; i++) {
         assert_int_equal(
-            cons_fsm_set_log_budget(&cl->fsms[i], budget, 100000, 1), 0);
+            cons_fsm_set_log_budget(&cl->fsms[i], budget, 100000), 0);
     }
     leader = cluster_leader(cl);
     *largest_log = 0;

@@ -3,8 +3,11 @@ SIGSTOP of the leader past the election timeout, every node restarted at
 once, and a follower so far behind that it catches up by snapshot. After
 each fault: no acknowledged write is lost or applied twice, every replica
 converges to one state digest, and the cluster takes writes again."""
+import json
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -158,6 +161,45 @@ class FaultTest(unittest.TestCase):
                   % (behind, ahead, m.group(1)))
             self.assertGreater(int(m.group(1)), behind)
             check_writable(self, c)
+
+    def test_follower_behind_the_log_budget_catches_up_by_snapshot(self):
+        # Entry counts that never bind: only the byte budget trims the log.
+        extra = ("[raft]\nsnapshot_threshold = 1000000\n"
+                 "snapshot_trailing = 1000000\nlog_budget_mb = 2\n")
+        with Cluster(3, extra=extra) as c:
+            c.start()
+            leader = c.leader()
+            lagger = next(n for n in c.nodes if n is not leader)
+            behind = c.converged()[lagger.id][0]
+            lagger.stop()
+            # 3000 Reports of 2000 bytes: about 6 MB of log, three budgets.
+            bench = os.path.join(os.environ["CITYOPS_BUILD"], "ops",
+                                 "cityops-bench")
+            out = json.loads(subprocess.run(
+                [bench, "--json", "--endpoints", leader.grpc, "--target",
+                 "report", "--concurrency", "16", "--channels", "2",
+                 "--count", "3000", "--payload", "2000"],
+                capture_output=True, check=True, timeout=300).stdout)
+            self.assertEqual(out["ok"], 3000, out.get("errors"))
+            before = len(read_log(lagger))
+            lagger.start()
+            digests = c.converged(timeout=60)
+            log = read_log(lagger)[before:]
+            m = re.search(r"restored snapshot at index (\d+)", log)
+            self.assertIsNotNone(m, "no snapshot installed on n%d:\n%s" % (
+                lagger.id, lagger.tail()))
+            self.assertGreater(int(m.group(1)), behind)
+            print("lagger behind at %d, snapshot %s installed, all at %d" % (
+                behind, m.group(1), digests[leader.id][0]))
+            check_writable(self, c)
+            survivors = [n for n in c.nodes if n is not lagger]
+            for n in survivors:
+                n.stop()
+            for n in survivors:
+                m = re.search(r"snapshots taken for the log budget: (\d+)",
+                              read_log(n))
+                self.assertIsNotNone(m, n.tail())
+                self.assertGreaterEqual(int(m.group(1)), 1, n.tail())
 
 
 if __name__ == "__main__":
