@@ -60,6 +60,7 @@ struct cons_logbudget {
     uint64_t base;         /* index of the last snapshot taken */
     uint64_t since;        /* bytes of the entries applied after base */
     int lowered;           /* the threshold was lowered for a snapshot */
+    unsigned lowered_to;   /* to this */
     unsigned saved_threshold;
     uint64_t snapshots;    /* snapshots taken because the half was full */
 };
@@ -78,6 +79,9 @@ void cons_logbudget_apply(struct cons_logbudget *b,
                           uint64_t index,
                           size_t len);
 void cons_logbudget_snapshot(struct cons_logbudget *b,
+                             struct raft *r,
+                             uint64_t index);
+void cons_logbudget_restored(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index);
 

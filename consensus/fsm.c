@@ -210,35 +210,7 @@ static void fsm_drop_applied(struct cons_fsm *f)
     }
 }
 
-/* Leader, in snapshot_get: is a member that answered within the last
- * election timeout waiting for this snapshot? libraft 0.15 marks the
- * member's progress "snapshot" (progress.h: 2) before it asks for the
- * snapshot, and sets recent_recv on every message from it. A member that is
- * down is sent a snapshot too, once per install timeout. */
-static int snapshot_for_a_live_member(struct raft *r)
-{
-#ifdef CONS_LIBRAFT_0_15
-    unsigned i;
-
-    if (raft_state(r) != RAFT_LEADER || r->leader_state.progress == NULL) {
-        return 1;
-    }
-    for (i = 0; i < r->configuration.n; i++) {
-        const struct raft_progress *p = &r->leader_state.progress[i];
-
-        if (r->configuration.servers[i].id != r->id && p->state == 2 &&
-            p->recent_recv) {
-            return 1;
-        }
-    }
-    return 0;
-#else
-    (void)r;
-    return 1;
-#endif
-}
-
-/* A live member is being sent a copy of the store: hold the budget
+/* A member is being sent a copy of the store: hold the budget
  * (logbudget.c) from now until CONS_LOGBUDGET_HOLD_MS after the copy is
  * made. */
 static void budget_hold(struct cons_fsm *f)
@@ -471,7 +443,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     }
     fsm_results_drop(f);
     fsm_drop_applied(f);
-    cons_logbudget_reset(&f->budget, snap_index);
+    cons_logbudget_restored(&f->budget, f->raft, snap_index);
     if (replaced) {
         clog(CLOG_INFO, "cons",
              "restored snapshot at index %llu: local state (index %llu) "
@@ -529,7 +501,6 @@ struct full_get {
     void *buf;
     size_t len;
     int rv;
-    int live; /* for a member that answers: hold the log budget */
 };
 
 static void full_get_work(uv_work_t *work)
@@ -546,17 +517,14 @@ static void full_get_done(uv_work_t *work, int status)
     raft_io_snapshot_get_cb cb = g->cb;
 
     if (status == 0 && g->rv == 0) {
-        if (g->live) {
-            budget_hold(g->f);
-        }
+        budget_hold(g->f);
         clog(CLOG_INFO, "cons",
              "snapshot %llu for a member behind the log: a full copy of the "
              "store (%zu bytes)%s",
              (unsigned long long)g->snapshot->index, g->len,
-             g->live && g->f->budget.half > 0
-                 ? "; the log budget waits 60 s so that the member can go on "
-                   "from the log"
-                 : "");
+             g->f->budget.half > 0 ? "; the log budget waits 60 s so that "
+                                     "the member can go on from the log"
+                                   : "");
         raft_free(b->base);
         b->base = g->buf;
         b->len = g->len;
@@ -589,10 +557,6 @@ static void thin_get_cb(struct raft_io_snapshot_get *req,
                                &index)) {
         g->snapshot = snapshot;
         g->work.data = g;
-        g->live = snapshot_for_a_live_member(g->f->raft);
-        if (g->live) {
-            budget_hold(g->f);
-        }
         req->data = g;
         if (uv_queue_work(g->f->loop, &g->work, full_get_work,
                           full_get_done) == 0) {
@@ -624,6 +588,7 @@ static int thin_snapshot_get(struct raft_io *io,
     g->cb = cb;
     g->req_data = req->data;
     req->data = g;
+    budget_hold(f);
     rv = f->io_snapshot_get(io, req, thin_get_cb);
     if (rv != 0) {
         req->data = g->req_data;

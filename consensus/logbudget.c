@@ -19,8 +19,10 @@
  * A member that is sent a copy of the store (it was behind the log) needs
  * the log from the copy's index on once it has installed it; were the log
  * trimmed past that meanwhile, it would be sent another copy, and under a
- * steady load that could go on for ever. So after each such copy the budget
- * is held for CONS_LOGBUDGET_HOLD_MS (fsm.c): only the entry counts apply.
+ * steady load that could go on for ever. So from the moment a member is
+ * sent a copy until CONS_LOGBUDGET_HOLD_MS after the copy was made, the
+ * budget is held (fsm.c): only the entry counts apply. (libraft 0.15 sends
+ * a snapshot only to a member it heard from within the election timeout.)
  *
  * The sizes come from apply() (fsm.c), which sees every command entry, in
  * index order, with its length; barrier and configuration entries never reach
@@ -45,6 +47,7 @@ int cons_logbudget_init(struct cons_logbudget *b,
     b->max_trailing = max_trailing;
     b->hold = 0;
     b->lowered = 0;
+    b->lowered_to = 0;
     b->saved_threshold = 0;
     b->snapshots = 0;
     if (bytes == 0) {
@@ -167,6 +170,19 @@ void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index)
     b->since = 0;
 }
 
+/* Put back the threshold cons_logbudget_apply() lowered, unless cons.c
+ * has set one of its own since (snapshot_phase()). */
+static void threshold_restore(struct cons_logbudget *b, struct raft *r)
+{
+    if (!b->lowered) {
+        return;
+    }
+    if (r->snapshot.threshold == b->lowered_to) {
+        raft_set_snapshot_threshold(r, b->saved_threshold);
+    }
+    b->lowered = 0;
+}
+
 /* From apply(), before libraft counts @index applied: once the half is
  * full, lower the threshold so that libraft's check at the end of this
  * apply pass takes a snapshot (last_applied - snapshot index >= threshold).
@@ -180,6 +196,14 @@ void cons_logbudget_apply(struct cons_logbudget *b,
     uint64_t want;
 
     cons_logbudget_note(b, index, len);
+    if (b->half == 0) {
+        return;
+    }
+    if (b->base > last && r->snapshot.pending.term == 0) {
+        /* The snapshot begun at base failed after snapshot() (its copy or
+         * its write): count from the last one libraft holds. */
+        cons_logbudget_taken(b, last);
+    }
     if (b->hold || !cons_logbudget_due(b) || index <= last) {
         return;
     }
@@ -187,10 +211,13 @@ void cons_logbudget_apply(struct cons_logbudget *b,
     if (want > UINT_MAX || r->snapshot.threshold <= want) {
         return; /* due by the entry count as well, or lowered already */
     }
-    /* Not lowered yet, or cons.c set a threshold of its own since (a
-     * snapshot in progress delays ours): that is the one to put back. */
-    b->saved_threshold = r->snapshot.threshold;
+    if (!b->lowered || r->snapshot.threshold != b->lowered_to) {
+        /* Not lowered yet, or cons.c set a threshold of its own since (a
+         * snapshot in progress delays ours): that is the one to put back. */
+        b->saved_threshold = r->snapshot.threshold;
+    }
     b->lowered = 1;
+    b->lowered_to = (unsigned)want;
     raft_set_snapshot_threshold(r, (unsigned)want);
 }
 
@@ -206,14 +233,22 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
         return;
     }
     if (b->lowered) {
-        raft_set_snapshot_threshold(r, b->saved_threshold);
-        b->lowered = 0;
         b->snapshots++;
     }
-    if (r->snapshot.trailing != 0) {
+    threshold_restore(b, r);
+    if (r->snapshot.trailing != 0 && b->max_trailing != 0) {
         raft_set_snapshot_trailing(r, b->hold ? b->max_trailing
                                               : cons_logbudget_trailing(b,
                                                                         index));
     }
     cons_logbudget_taken(b, index);
+}
+
+/* From restore(): the state now comes from a snapshot at @index. */
+void cons_logbudget_restored(struct cons_logbudget *b,
+                             struct raft *r,
+                             uint64_t index)
+{
+    threshold_restore(b, r);
+    cons_logbudget_reset(b, index);
 }

@@ -4,7 +4,7 @@
  *   [raft]     profile (lan | multi-dc), heartbeat_ms, election_ms,
  *              snapshot_threshold, snapshot_trailing, snapshot_stagger,
  *              snapshot_mode (thin | full), log_budget_mb (default 64;
- *              0 = bounded by entries only), max_batch
+ *              at least 2; 0 = bounded by entries only), max_batch
  *   [storage]  map_size_mb, sync (commit | periodic), sync_interval_ms
  *   [server]   write_wait_ms
  *   [audit]    key_file (Ed25519 PEM, mode 0600), checkpoint_every
@@ -246,7 +246,7 @@ static int handle(void *user, const char *section, const char *key,
         bad = parse_uint(value, 1u << 30, &v) != 0;
         cfg->snapshot_trailing = (unsigned)v;
     } else if (IS("raft", "log_budget_mb")) {
-        bad = parse_uint(value, 1u << 20, &v) != 0;
+        bad = parse_uint(value, 1u << 20, &v) != 0 || v == 1;
         cfg->log_budget_mb = (unsigned)v;
     } else if (IS("raft", "snapshot_mode")) {
         bad = strcmp(value, "thin") != 0 && strcmp(value, "full") != 0;

@@ -628,13 +628,16 @@ static size_t log_bytes(const struct raft *r)
     return bytes;
 }
 
-/* 60 entries of 16 Reports each (about 1.7 KB) under entry limits that never
- * bind: with a 24 KB budget every node snapshots by bytes and keeps at most
- * the budget in memory; without one nothing is trimmed. The stores agree
+/* 100 entries of 16 Reports each (about 1.7 KB) under entry limits that
+ * never bind: with a 24 KB budget every node snapshots by bytes and keeps at
+ * most the budget in memory; without one nothing is trimmed. Then 40
+ * entries of one Report (about 5 KB in all): with the threshold put back
+ * after each budget snapshot they take at most one more. The stores agree
  * either way. */
 static void log_budget_run(uint64_t budget,
                            uint64_t *snapshot_index,
-                           size_t *largest_log)
+                           size_t *largest_log,
+                           unsigned *small_snapshots)
 {
     struct cluster *cl = cluster_new(3, 100000, 100000);
     struct applied a;
@@ -649,7 +652,7 @@ static void log_budget_run(uint64_t budget,
     }
     leader = cluster_leader(cl);
     *largest_log = 0;
-    for (k = 0; k < 60; k++) {
+    for (k = 0; k < 100; k++) {
         char tag[16];
 
         snprintf(tag, sizeof tag, "budget%d", k);
@@ -667,8 +670,20 @@ static void log_budget_run(uint64_t budget,
         assert_int_equal(a.status, 0);
     }
     *snapshot_index = cl->f.servers[leader].raft.log.snapshot.last_index;
+    *small_snapshots = 0;
+    for (k = 0; k < 40; k++) {
+        raft_index before = cl->f.servers[leader].raft.log.snapshot.last_index;
+
+        index = cluster_propose(cl, leader, &a, 1, "small");
+        for (i = 0; i < cl->n; i++) {
+            assert_true(
+                raft_fixture_step_until_applied(&cl->f, i, index, STEP_MS));
+        }
+        *small_snapshots +=
+            cl->f.servers[leader].raft.log.snapshot.last_index != before;
+    }
     for (i = 0; i < cl->n; i++) {
-        assert_int_equal(store_case_count(cl->stores[i]), 60 * 16);
+        assert_int_equal(store_case_count(cl->stores[i]), 100 * 16 + 40);
         assert_same_digest(cl->stores[leader], cl->stores[i]);
     }
     cluster_free(cl);
@@ -678,14 +693,17 @@ static void test_log_budget_bounds_the_log_in_bytes(void **state)
 {
     uint64_t snapshot_index;
     size_t largest;
+    unsigned small;
 
     (void)state;
-    log_budget_run(0, &snapshot_index, &largest);
+    log_budget_run(0, &snapshot_index, &largest, &small);
     assert_int_equal(snapshot_index, 0);
-    assert_true(largest > 4 * 24 * 1024);
+    assert_true(largest > 6 * 24 * 1024);
+    assert_int_equal(small, 0);
 
-    log_budget_run(24 * 1024, &snapshot_index, &largest);
-    assert_true(snapshot_index > 50);
+    log_budget_run(24 * 1024, &snapshot_index, &largest, &small);
+    assert_true(snapshot_index > 80);
+    assert_true(small <= 1);
     /* Half since the last snapshot, half behind it, and the entry that
      * crossed the line. */
     assert_true(largest <= 24 * 1024 + 4096);
