@@ -444,6 +444,10 @@ static void status_refresh(struct cons *c, uint64_t leader_id)
         }
     }
     s.snapshot_index = c->raft.log.snapshot.last_index;
+    if (f != NULL && f->budget.half > 0) {
+        s.log_bytes = cons_logbudget_bytes(&f->budget);
+        s.log_budget = f->budget.half * 2;
+    }
     if (f != NULL && f->store_failed) {
         s.store_failed = 1;
         snprintf(s.store_error, sizeof s.store_error, "%s", f->store_error);

@@ -254,6 +254,11 @@ struct cons_status {
     int store_failed;  /* the store refused an entry: writes are refused */
     char store_error[256];
     uint64_t snapshot_index; /* index of the last snapshot taken/installed */
+    /* Bytes of command entries in the log (those applied since the last
+     * snapshot and the trailing ones it kept, as far as recorded) and the
+     * budget for them; both 0 without a log budget. */
+    uint64_t log_bytes;
+    uint64_t log_budget;
 };
 
 /* Drills: make the loop thread stall for @ms (no heartbeats, no applies,

@@ -59,6 +59,7 @@ struct cons_logbudget {
     uint64_t lo, hi;       /* the ring holds the sizes of [lo, hi] */
     uint64_t base;         /* index of the last snapshot taken */
     uint64_t since;        /* bytes of the entries applied after base */
+    uint64_t kept;         /* bytes of the trailing entries kept at base */
     int lowered;           /* the threshold was lowered for a snapshot */
     unsigned lowered_to;   /* to this */
     unsigned saved_threshold;
@@ -73,6 +74,7 @@ int cons_logbudget_due(const struct cons_logbudget *b);
 unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
                                  uint64_t index);
 void cons_logbudget_taken(struct cons_logbudget *b, uint64_t index);
+uint64_t cons_logbudget_bytes(const struct cons_logbudget *b);
 void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index);
 void cons_logbudget_apply(struct cons_logbudget *b,
                           struct raft *r,

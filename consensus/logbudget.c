@@ -43,6 +43,7 @@ int cons_logbudget_init(struct cons_logbudget *b,
     b->lo = b->hi = 0;
     b->base = 0;
     b->since = 0;
+    b->kept = 0;
     b->half = bytes / 2;
     b->max_trailing = max_trailing;
     b->hold = 0;
@@ -147,6 +148,34 @@ unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
     return b->max_trailing;
 }
 
+/* Bytes of the @n entries up to @index that the ring knows. */
+static uint64_t window_bytes(const struct cons_logbudget *b,
+                             uint64_t index,
+                             unsigned n)
+{
+    uint64_t sum = 0;
+    uint64_t i;
+
+    if (b->cap == 0 || b->hi == 0) {
+        return 0;
+    }
+    if (index > b->hi) {
+        uint64_t empty = index - b->hi;
+
+        n = empty >= n ? 0 : n - (unsigned)empty;
+        index = b->hi;
+    }
+    for (i = index; n > 0 && i >= b->lo && i > 0; i--, n--) {
+        sum += b->len[i % b->cap];
+    }
+    return sum;
+}
+
+uint64_t cons_logbudget_bytes(const struct cons_logbudget *b)
+{
+    return b->kept + b->since;
+}
+
 void cons_logbudget_taken(struct cons_logbudget *b, uint64_t index)
 {
     uint64_t i;
@@ -168,6 +197,7 @@ void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index)
     b->lo = b->hi = 0;
     b->base = index;
     b->since = 0;
+    b->kept = 0;
 }
 
 /* Put back the threshold cons_logbudget_apply() lowered, unless cons.c
@@ -241,6 +271,7 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
                                               : cons_logbudget_trailing(b,
                                                                         index));
     }
+    b->kept = window_bytes(b, index, r->snapshot.trailing);
     cons_logbudget_taken(b, index);
 }
 

@@ -98,6 +98,8 @@ static void fill_local(struct node *n,
     ns->case_count = store_case_count(n->store);
     ns->snapshot_index = cs->snapshot_index;
     ns->last_log_term = cs->last_log_term;
+    ns->log_bytes = cs->log_bytes;
+    ns->log_budget_bytes = cs->log_budget;
     if (store_cluster_id(n->store, slot->cluster_id, slot->restored_from) ==
         0) {
         ns->cluster_id = slot->cluster_id;

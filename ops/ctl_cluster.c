@@ -17,8 +17,8 @@
 /* With --digest, DIGEST comes before REACHABLE; without, REACHABLE takes
  * its place as the last column. */
 static const char *const status_headers[] = {
-    "ID",     "GRPC",    "RAFT",     "MEMBER", "STATE",  "TERM",
-    "COMMIT", "APPLIED", "LAST LOG", "CASES",  "DIGEST", "REACHABLE",
+    "ID",      "GRPC",     "RAFT",    "MEMBER", "STATE",  "TERM",     "COMMIT",
+    "APPLIED", "LAST LOG", "LOG (MB)", "CASES", "DIGEST", "REACHABLE",
 };
 
 static int status_row(struct ops_table *t,
@@ -32,10 +32,11 @@ static int status_row(struct ops_table *t,
     char applied[24];
     char last[24];
     char cases[24];
+    char logsize[48];
     char reach[320];
     char digest[DIGEST_PREFIX + 1];
     char member[64];
-    const char *cells[12];
+    const char *cells[13];
     int leader = n->id != 0 && n->id == s->leader_id;
 
     snprintf(id, sizeof(id), "%llu%s", (unsigned long long)n->id,
@@ -47,6 +48,14 @@ static int status_row(struct ops_table *t,
              (unsigned long long)n->applied_index);
     snprintf(last, sizeof(last), "%llu", (unsigned long long)n->last_log_index);
     snprintf(cases, sizeof(cases), "%llu", (unsigned long long)n->case_count);
+    /* The log's bytes against its budget: "12.5/64". */
+    if (n->log_budget_bytes > 0) {
+        snprintf(logsize, sizeof(logsize), "%.1f/%llu",
+                 (double)n->log_bytes / (1 << 20),
+                 (unsigned long long)(n->log_budget_bytes >> 20));
+    } else {
+        snprintf(logsize, sizeof(logsize), "-");
+    }
     if (n->reachable && *n->store_error != '\0') {
         snprintf(reach, sizeof(reach), "yes, STORE FAILING: %s",
                  n->store_error);
@@ -74,10 +83,11 @@ static int status_row(struct ops_table *t,
     cells[6] = commit;
     cells[7] = applied;
     cells[8] = last;
-    cells[9] = cases;
+    cells[9] = logsize;
+    cells[10] = cases;
     /* REACHABLE goes last without --digest: the error text is the long one. */
-    cells[10] = with_digest ? digest : reach;
-    cells[11] = reach;
+    cells[11] = with_digest ? digest : reach;
+    cells[12] = reach;
     return ops_table_add(t, cells);
 }
 
@@ -123,7 +133,7 @@ static void digest_summary(const Cityops__V1__StatusResponse *s)
 static int status_print(const Cityops__V1__StatusResponse *s, int with_digest)
 {
     struct ops_table *t;
-    int n_cols = with_digest ? 12 : 11;
+    int n_cols = with_digest ? 13 : 12;
     size_t i;
 
     if (s->leader_id != 0) {
@@ -135,11 +145,11 @@ static int status_print(const Cityops__V1__StatusResponse *s, int with_digest)
                (unsigned long long)s->term, (unsigned long long)s->answered_by);
     }
     {
-        const char *headers[12];
+        const char *headers[13];
 
         memcpy(headers, status_headers, sizeof(headers));
         if (!with_digest) {
-            headers[10] = "REACHABLE";
+            headers[11] = "REACHABLE";
         }
         t = ops_table_new(n_cols, headers);
     }

@@ -670,6 +670,14 @@ static void log_budget_run(uint64_t budget,
         assert_int_equal(a.status, 0);
     }
     *snapshot_index = cl->f.servers[leader].raft.log.snapshot.last_index;
+    if (budget > 0) {
+        /* What cityctl cluster status shows: the command entries' bytes. */
+        const struct cons_fsm *f = cl->fsms[leader].data;
+        uint64_t shown = cons_logbudget_bytes(&f->budget);
+        size_t held = log_bytes(raft_fixture_get(&cl->f, leader));
+
+        assert_true(shown > 0 && shown <= held && held - shown <= 1024);
+    }
     *small_snapshots = 0;
     for (k = 0; k < 40; k++) {
         raft_index before = cl->f.servers[leader].raft.log.snapshot.last_index;

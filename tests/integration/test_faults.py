@@ -211,6 +211,10 @@ class FaultTest(unittest.TestCase):
             self.assertEqual(len(restored), 1, lagger.tail())
             self.assertGreater(int(restored[0]), behind)
             self.assertIn("the log budget waits 60 s", read_log(leader))
+            # cityctl cluster status shows each log against its budget.
+            for n in c.ctl("cluster", "status")["nodes"]:
+                self.assertEqual(int(n.get("log_budget_bytes", 0)), 2 << 20, n)
+                self.assertGreater(int(n.get("log_bytes", 0)), 0, n)
             check_writable(self, c)
             survivors = [n for n in c.nodes if n is not lagger]
             for n in survivors:
