@@ -1530,6 +1530,11 @@ static int loop_start(struct cons *c)
     if (c->joining && c->raft.configuration.n == 0) {
         clog(CLOG_INFO, "cons", "joining: waiting to be added to the cluster");
     }
+    {
+        struct cons_fsm *f = c->fsm.data;
+
+        cons_logbudget_seed(&f->budget, &c->raft);
+    }
     return 0;
 
 err_close_raft:

@@ -83,6 +83,7 @@ void cons_logbudget_apply(struct cons_logbudget *b,
 void cons_logbudget_snapshot(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index);
+void cons_logbudget_seed(struct cons_logbudget *b, const struct raft *r);
 void cons_logbudget_restored(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index);

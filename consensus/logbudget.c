@@ -275,6 +275,31 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
     cons_logbudget_taken(b, index);
 }
 
+/* After raft_start(): the sizes of the entries libraft loaded from disk, so
+ * that the first snapshot after a restart bounds its trailing entries by
+ * bytes too. Only while nothing was applied yet (each size is counted once). */
+void cons_logbudget_seed(struct cons_logbudget *b, const struct raft *r)
+{
+    const struct raft_log *l = &r->log;
+    size_t n;
+    size_t k;
+
+    if (b->cap == 0 || b->hi != 0 || l->size == 0) {
+        return;
+    }
+    n = l->back >= l->front ? l->back - l->front : l->size - l->front + l->back;
+    for (k = 0; k < n; k++) {
+        const struct raft_entry *e = &l->entries[(l->front + k) % l->size];
+        uint64_t index = l->offset + 1 + k;
+        size_t len = e->type == RAFT_COMMAND ? e->buf.len : 0;
+
+        cons_logbudget_note(b, index, len);
+        if (index <= b->base) {
+            b->kept += len; /* kept behind the snapshot restored */
+        }
+    }
+}
+
 /* From restore(): the state now comes from a snapshot at @index. */
 void cons_logbudget_restored(struct cons_logbudget *b,
                              struct raft *r,

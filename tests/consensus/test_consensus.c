@@ -606,6 +606,45 @@ static void test_log_budget_counts_bytes_by_index(void **state)
     assert_int_equal(cons_logbudget_trailing(&b, b.hi), 100);
     cons_logbudget_close(&b);
 
+    /* At a start, the entries libraft loaded: behind the restored snapshot
+     * (index 3) they are kept bytes, after it applied-since bytes; barrier
+     * and configuration entries count as empty. */
+    {
+        static struct raft r;
+        struct raft_entry entries[8];
+        unsigned k;
+
+        /* libraft's ring: slots 3..7 then 0 hold indexes 2..7. */
+        static const size_t slot_len[8] = {600, 0, 0, 100, 200, 300, 400, 500};
+
+        memset(entries, 0, sizeof entries);
+        for (k = 0; k < 8; k++) {
+            entries[k].type = k == 4 ? RAFT_BARRIER : RAFT_COMMAND;
+            entries[k].buf.len = slot_len[k];
+        }
+        r.log.entries = entries;
+        r.log.size = 8;
+        r.log.front = 3;
+        r.log.back = 1;
+        r.log.offset = 1; /* the first entry is index 2 */
+        assert_int_equal(cons_logbudget_init(&b, 1000, 100), 0);
+        cons_logbudget_reset(&b, 3);
+        cons_logbudget_seed(&b, &r);
+        /* index 2: 100, 3: barrier, 4: 300, 5: 400, 6: 500, 7: 600 */
+        assert_int_equal(b.lo, 2);
+        assert_int_equal(b.hi, 7);
+        assert_int_equal(b.kept, 100);
+        assert_int_equal(b.since, 1800);
+        assert_int_equal(cons_logbudget_bytes(&b), 1900);
+        assert_int_equal(cons_logbudget_trailing(&b, 7), 1); /* 600 > 500 */
+        /* Within the budget down to the first entry: the count decides. */
+        assert_int_equal(cons_logbudget_trailing(&b, 3), 100);
+        /* Seeding again (or after applies) changes nothing. */
+        cons_logbudget_seed(&b, &r);
+        assert_int_equal(b.since, 1800);
+        cons_logbudget_close(&b);
+    }
+
     assert_int_equal(cons_logbudget_init(&b, 0, 100), 0); /* no budget */
     cons_logbudget_note(&b, 1, 1u << 30);
     assert_false(cons_logbudget_due(&b));
