@@ -60,6 +60,7 @@ struct cons_logbudget {
     uint64_t base;         /* index of the last snapshot taken */
     uint64_t since;        /* bytes of the entries applied after base */
     uint64_t kept;         /* bytes of the trailing entries kept at base */
+    uint64_t kept_before;  /* kept at the snapshot before (if base fails) */
     int lowered;           /* the threshold was lowered for a snapshot */
     unsigned lowered_to;   /* to this */
     unsigned saved_threshold;
@@ -84,6 +85,7 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index);
 void cons_logbudget_seed(struct cons_logbudget *b, const struct raft *r);
+void cons_logbudget_hold(struct cons_logbudget *b, struct raft *r);
 void cons_logbudget_restored(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index);

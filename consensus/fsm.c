@@ -217,6 +217,7 @@ static void budget_hold(struct cons_fsm *f)
 {
     if (f->loop != NULL) {
         f->budget_hold_until = uv_now(f->loop) + CONS_LOGBUDGET_HOLD_MS;
+        cons_logbudget_hold(&f->budget, f->raft);
     }
 }
 

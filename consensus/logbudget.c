@@ -44,6 +44,7 @@ int cons_logbudget_init(struct cons_logbudget *b,
     b->base = 0;
     b->since = 0;
     b->kept = 0;
+    b->kept_before = 0;
     b->half = bytes / 2;
     b->max_trailing = max_trailing;
     b->hold = 0;
@@ -232,6 +233,7 @@ void cons_logbudget_apply(struct cons_logbudget *b,
     if (b->base > last && r->snapshot.pending.term == 0) {
         /* The snapshot begun at base failed after snapshot() (its copy or
          * its write): count from the last one libraft holds. */
+        b->kept = b->kept_before;
         cons_logbudget_taken(b, last);
     }
     if (b->hold || !cons_logbudget_due(b) || index <= last) {
@@ -259,6 +261,8 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
                              struct raft *r,
                              uint64_t index)
 {
+    uint64_t held;
+
     if (b->half == 0) {
         return;
     }
@@ -271,20 +275,31 @@ void cons_logbudget_snapshot(struct cons_logbudget *b,
                                               : cons_logbudget_trailing(b,
                                                                         index));
     }
-    b->kept = window_bytes(b, index, r->snapshot.trailing);
+    /* libraft drops nothing it dropped before: at most the entries its log
+     * still holds up to @index stay. */
+    held = index > r->log.offset ? index - r->log.offset : 0;
+    b->kept_before = b->kept;
+    b->kept = window_bytes(b, index,
+                           held < r->snapshot.trailing
+                               ? (unsigned)held
+                               : r->snapshot.trailing);
     cons_logbudget_taken(b, index);
 }
 
 /* After raft_start(): the sizes of the entries libraft loaded from disk, so
  * that the first snapshot after a restart bounds its trailing entries by
- * bytes too. Only while nothing was applied yet (each size is counted once). */
+ * bytes too. Into the ring only while nothing was applied yet (a single
+ * voter applies inside raft_start(), and each size is counted once); the
+ * bytes kept behind the restored snapshot either way. */
 void cons_logbudget_seed(struct cons_logbudget *b, const struct raft *r)
 {
     const struct raft_log *l = &r->log;
+    int note = b->hi == 0;
+    uint64_t kept = 0;
     size_t n;
     size_t k;
 
-    if (b->cap == 0 || b->hi != 0 || l->size == 0) {
+    if (b->cap == 0 || l->size == 0) {
         return;
     }
     n = l->back >= l->front ? l->back - l->front : l->size - l->front + l->back;
@@ -293,10 +308,28 @@ void cons_logbudget_seed(struct cons_logbudget *b, const struct raft *r)
         uint64_t index = l->offset + 1 + k;
         size_t len = e->type == RAFT_COMMAND ? e->buf.len : 0;
 
-        cons_logbudget_note(b, index, len);
-        if (index <= b->base) {
-            b->kept += len; /* kept behind the snapshot restored */
+        if (note) {
+            cons_logbudget_note(b, index, len);
         }
+        if (index <= b->base) {
+            kept += len; /* kept behind the snapshot restored */
+        }
+    }
+    b->kept = kept;
+}
+
+/* A member is being sent a copy: hold from now on. A snapshot already under
+ * way was given a trailing count by bytes in snapshot(), and libraft reads
+ * the count again when it trims its in-memory log at the end (takeSnapshotCb;
+ * the leader sends entries from there): put the configured one back now. */
+void cons_logbudget_hold(struct cons_logbudget *b, struct raft *r)
+{
+    if (b->half == 0) {
+        return;
+    }
+    b->hold = 1;
+    if (r->snapshot.trailing != 0 && b->max_trailing != 0) {
+        raft_set_snapshot_trailing(r, b->max_trailing);
     }
 }
 

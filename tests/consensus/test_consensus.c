@@ -642,6 +642,8 @@ static void test_log_budget_counts_bytes_by_index(void **state)
         /* Seeding again (or after applies) changes nothing. */
         cons_logbudget_seed(&b, &r);
         assert_int_equal(b.since, 1800);
+        assert_int_equal(b.kept, 100);
+        assert_int_equal(b.hi, 7);
         cons_logbudget_close(&b);
     }
 
