@@ -113,40 +113,64 @@ int cons_logbudget_due(const struct cons_logbudget *b)
     return b->half > 0 && b->since >= b->half;
 }
 
-unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
-                                 uint64_t index)
+/* Walk back from @index over at most @n entries, those after the last
+ * recorded size counting as empty, while their bytes stay within @limit.
+ * Returns the entries walked and their bytes in *@sum; *@cut is set when the
+ * next entry would pass @limit (otherwise the walk ended at @n entries or at
+ * the oldest size recorded). */
+static unsigned walk_back(const struct cons_logbudget *b,
+                          uint64_t index,
+                          unsigned n,
+                          uint64_t limit,
+                          uint64_t *sum,
+                          int *cut)
 {
-    uint64_t sum = 0;
+    unsigned k = 0;
     uint64_t i;
-    unsigned n = 0;
 
-    if (b->half == 0 || b->max_trailing == 0) {
-        return b->max_trailing;
-    }
-    if (b->hi == 0) {
-        return b->max_trailing; /* nothing recorded: nothing to bound by */
+    *sum = 0;
+    *cut = 0;
+    if (b->cap == 0 || b->hi == 0) {
+        return 0;
     }
     if (index > b->hi) {
         /* Entries after the last command are barriers or configuration
          * entries: kept, counted as empty. */
         uint64_t empty = index - b->hi;
 
-        if (empty >= b->max_trailing) {
-            return b->max_trailing;
+        if (empty >= n) {
+            return n;
         }
-        n = (unsigned)empty;
+        k = (unsigned)empty;
         index = b->hi;
     }
-    for (i = index; i >= b->lo && i > 0 && n < b->max_trailing; i--) {
-        sum += b->len[i % b->cap];
-        if (sum > b->half) {
-            return n > 0 ? n : 1;
+    for (i = index; i >= b->lo && i > 0 && k < n; i--) {
+        uint32_t l = b->len[i % b->cap];
+
+        if (*sum + l > limit) {
+            *cut = 1;
+            break;
         }
-        n++;
+        *sum += l;
+        k++;
     }
-    /* Within the budget down to the oldest size recorded (or the configured
-     * count reached): the entry count decides. */
-    return b->max_trailing;
+    return k;
+}
+
+unsigned cons_logbudget_trailing(const struct cons_logbudget *b,
+                                 uint64_t index)
+{
+    uint64_t sum;
+    unsigned n;
+    int cut;
+
+    if (b->half == 0 || b->max_trailing == 0 || b->hi == 0) {
+        return b->max_trailing; /* no budget, or nothing to bound by */
+    }
+    n = walk_back(b, index, b->max_trailing, b->half, &sum, &cut);
+    /* Not cut: within the budget down to the oldest size recorded (or the
+     * configured count reached), so the entry count decides. */
+    return !cut ? b->max_trailing : n > 0 ? n : 1;
 }
 
 /* Bytes of the @n entries up to @index that the ring knows. */
@@ -154,21 +178,10 @@ static uint64_t window_bytes(const struct cons_logbudget *b,
                              uint64_t index,
                              unsigned n)
 {
-    uint64_t sum = 0;
-    uint64_t i;
+    uint64_t sum;
+    int cut;
 
-    if (b->cap == 0 || b->hi == 0) {
-        return 0;
-    }
-    if (index > b->hi) {
-        uint64_t empty = index - b->hi;
-
-        n = empty >= n ? 0 : n - (unsigned)empty;
-        index = b->hi;
-    }
-    for (i = index; n > 0 && i >= b->lo && i > 0; i--, n--) {
-        sum += b->len[i % b->cap];
-    }
+    (void)walk_back(b, index, n, UINT64_MAX, &sum, &cut);
     return sum;
 }
 
@@ -179,18 +192,12 @@ uint64_t cons_logbudget_bytes(const struct cons_logbudget *b)
 
 void cons_logbudget_taken(struct cons_logbudget *b, uint64_t index)
 {
-    uint64_t i;
+    uint64_t after = b->hi > index ? b->hi - index : 0;
 
     b->base = index;
-    b->since = 0;
-    if (b->cap == 0) {
-        return;
-    }
-    for (i = index + 1; i <= b->hi; i++) {
-        if (i >= b->lo) {
-            b->since += b->len[i % b->cap];
-        }
-    }
+    b->since = window_bytes(b, b->hi,
+                            after < b->cap ? (unsigned)after
+                                           : (unsigned)b->cap);
 }
 
 void cons_logbudget_reset(struct cons_logbudget *b, uint64_t index)
