@@ -38,20 +38,9 @@ int cons_logbudget_init(struct cons_logbudget *b,
                         uint64_t bytes,
                         unsigned max_trailing)
 {
-    b->len = NULL;
-    b->cap = 0;
-    b->lo = b->hi = 0;
-    b->base = 0;
-    b->since = 0;
-    b->kept = 0;
-    b->kept_before = 0;
+    *b = (struct cons_logbudget){0};
     b->half = bytes / 2;
     b->max_trailing = max_trailing;
-    b->hold = 0;
-    b->lowered = 0;
-    b->lowered_to = 0;
-    b->saved_threshold = 0;
-    b->snapshots = 0;
     if (bytes == 0) {
         return 0;
     }
